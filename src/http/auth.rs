@@ -1,0 +1,39 @@
+//! Bearer-token check for every route that is not a signed Twilio webhook.
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+
+/// Rejects with 401 (JSON body naming the problem) unless `Authorization: Bearer <api_token>`
+/// matches. With no token configured (allowed only on loopback binds), every request passes.
+pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(expected) = state.config.server.api_token.as_ref() else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if bool::from(t.as_bytes().ct_eq(expected.expose_secret().as_bytes())) => {
+            next.run(req).await
+        }
+        Some(_) => unauthorized("the bearer token is not valid"),
+        None => unauthorized("missing Authorization: Bearer <token> (server.api_token)"),
+    }
+}
+
+fn unauthorized(message: &str) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        axum::Json(serde_json::json!({"error": {"code": "unauthorized", "message": message}})),
+    )
+        .into_response()
+}

@@ -1,0 +1,47 @@
+//! The HTTP frontend: one axum `Router` for Twilio's webhooks and media socket, the REST API
+//! and SSE under `/v1`, MCP over HTTP, and `/healthz`.
+//!
+//! `app()` builds the router and `run()` serves it on a listener the caller bound, until the
+//! shutdown token fires; `main` only wires the two together (the axum / mini-redis shape), so
+//! tests run the exact same router on `127.0.0.1:0`.
+
+pub mod api;
+pub mod auth;
+pub mod twilio;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use switchboard_actors::Engine;
+
+use crate::config::Config;
+
+/// What every route needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    pub config: Arc<Config>,
+}
+
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(twilio::routes(state.clone()))
+        .merge(api::routes(state.clone()))
+        .merge(crate::mcp::http_routes(state.clone()))
+        .route("/healthz", get(|| async { "ok" }))
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
