@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod http;
+pub mod local;
 pub mod mcp;
 pub mod sim;
 
