@@ -42,7 +42,6 @@ fn attrs(e: &BytesStart, allowed: &[&str]) -> Result<BTreeMap<String, String>, S
 /// Parses a `<Response>` document.
 pub fn parse(xml: &str) -> Result<Vec<Verb>, String> {
     let mut r = Reader::from_str(xml);
-    r.config_mut().trim_text(true);
     let mut verbs = Vec::new();
     let mut stack: Vec<String> = Vec::new();
     let mut text = String::new();
@@ -122,7 +121,12 @@ pub fn parse(xml: &str) -> Result<Vec<Verb>, String> {
                 close(&name, &mut verbs, &mut cur_attrs, &text, &mut connect_action, &mut stream)?;
                 text.clear();
             }
-            Event::Eof => break,
+            Event::Eof => {
+                if let Some(open) = stack.last() {
+                    return Err(format!("TwiML ends inside <{open}>"));
+                }
+                break;
+            }
             other => return Err(format!("unexpected content in TwiML: {other:?}")),
         }
     }
