@@ -40,6 +40,7 @@ pub mod config;
 pub mod engine;
 pub mod events;
 pub mod model;
+pub mod outbox;
 pub mod policy;
 pub mod store;
 

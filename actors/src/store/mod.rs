@@ -15,6 +15,7 @@ use crate::model::{CallEvent, CallFilter, CallId, CallRecord, NewEvent, Transcri
 mod memory;
 mod sqlite;
 pub use memory::MemoryStore;
+pub(crate) use sqlite::fmt_time;
 pub use sqlite::{DB_FILE, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]
