@@ -42,6 +42,7 @@ pub mod events;
 pub mod model;
 pub mod outbox;
 pub mod policy;
+pub mod recovery;
 pub mod store;
 
 pub use config::EngineConfig;
