@@ -222,24 +222,25 @@ async fn every_unfinished_call_is_hung_up_and_ended() {
     assert_eq!(report.len(), 5);
     assert!(report.iter().all(|r| r.problem.is_none()), "{report:?}");
 
-    let c_state = shared.lock().unwrap();
-    assert_eq!(c_state.bad_auth, 0);
-    assert_eq!(c_state.calls[talking], "completed");
-    assert_eq!(c_state.calls[ringing], "canceled");
-    assert_eq!(c_state.calls[finished_elsewhere], "completed");
-    assert!(
-        !c_state
-            .updates
-            .iter()
-            .any(|(sid, _)| sid == finished_elsewhere),
-        "an ended carrier call is not touched"
-    );
-    assert!(
-        c_state
-            .updates
-            .contains(&(ringing.to_string(), "canceled".to_string()))
-    );
-    drop(c_state);
+    {
+        let c_state = shared.lock().unwrap();
+        assert_eq!(c_state.bad_auth, 0);
+        assert_eq!(c_state.calls[talking], "completed");
+        assert_eq!(c_state.calls[ringing], "canceled");
+        assert_eq!(c_state.calls[finished_elsewhere], "completed");
+        assert!(
+            !c_state
+                .updates
+                .iter()
+                .any(|(sid, _)| sid == finished_elsewhere),
+            "an ended carrier call is not touched"
+        );
+        assert!(
+            c_state
+                .updates
+                .contains(&(ringing.to_string(), "canceled".to_string()))
+        );
+    }
 
     let by_id = |id| report.iter().find(|r| r.call_id == id).unwrap().clone();
     assert!(by_id(a).hung_up);

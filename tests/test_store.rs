@@ -33,7 +33,7 @@ fn call_events(id: CallId, end: Option<CallState>) -> Vec<NewEvent> {
             id,
             EventKind::Carrier {
                 status: "queued".into(),
-                call_sid: Some(format!("CA{:032x}", id.0.random() as u128)),
+                call_sid: Some(format!("CA{:032x}", id.0.random())),
                 answered_by: None,
             },
         ),

@@ -153,23 +153,24 @@ async fn fails_twice_then_delivers_once_signed() {
     task.await.unwrap();
     stop_receiver.cancel();
 
-    let s = seen.lock().unwrap();
-    assert_eq!(s.attempts.len(), 3, "two failures then one success");
-    let event_id = s.attempts[0].0.clone();
-    assert!(event_id.starts_with(&id.to_string()));
-    assert!(
-        s.attempts
-            .iter()
-            .all(|(eid, ok, _)| *eid == event_id && *ok)
-    );
-    assert_eq!(s.accepted.get(&event_id), Some(&1));
-    let body = &s.attempts[2].2;
-    assert_eq!(body["type"], "call.ended");
-    assert_eq!(body["id"], event_id.as_str());
-    assert_eq!(body["call"]["id"], id.to_string());
-    assert_eq!(body["call"]["state"], "completed");
-    assert_eq!(body["call"]["durationSecs"], 12);
-    drop(s);
+    {
+        let s = seen.lock().unwrap();
+        assert_eq!(s.attempts.len(), 3, "two failures then one success");
+        let event_id = s.attempts[0].0.clone();
+        assert!(event_id.starts_with(&id.to_string()));
+        assert!(
+            s.attempts
+                .iter()
+                .all(|(eid, ok, _)| *eid == event_id && *ok)
+        );
+        assert_eq!(s.accepted.get(&event_id), Some(&1));
+        let body = &s.attempts[2].2;
+        assert_eq!(body["type"], "call.ended");
+        assert_eq!(body["id"], event_id.as_str());
+        assert_eq!(body["call"]["id"], id.to_string());
+        assert_eq!(body["call"]["state"], "completed");
+        assert_eq!(body["call"]["durationSecs"], 12);
+    }
 
     let states = outbox::deliveries(&store).await.unwrap();
     assert_eq!(states.len(), 1);
@@ -217,6 +218,7 @@ async fn a_restart_between_attempts_still_delivers_exactly_once() {
     task.await.unwrap();
     stop_receiver.cancel();
 
+    assert_eq!(outbox::pending(&store).await.unwrap(), 0);
     let s = seen.lock().unwrap();
     assert!(attempts_before_restart >= 1);
     for id in [a, b] {
@@ -229,7 +231,6 @@ async fn a_restart_between_attempts_still_delivers_exactly_once() {
         assert_eq!(*got[0].1, 1, "accepted exactly once");
     }
     assert_eq!(s.attempts.len(), 4, "two failures and one success per call");
-    assert_eq!(outbox::pending(&store).await.unwrap(), 0);
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@
 //! a Postgres backend later.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -143,9 +144,9 @@ impl SqliteStore {
         let mut ended: Vec<(u64, CallId)> = Vec::new();
         let mut out = Vec::with_capacity(events.len());
         for ev in events {
-            if !records.contains_key(&ev.call_id) {
+            if let Entry::Vacant(slot) = records.entry(ev.call_id) {
                 if let Some(rec) = Self::load_record(&mut tx, ev.call_id).await? {
-                    records.insert(ev.call_id, rec);
+                    slot.insert(rec);
                     order.push(ev.call_id);
                 } else if !matches!(ev.kind, EventKind::Created { .. }) {
                     // Dropping `tx` rolls the whole batch back.
@@ -172,9 +173,7 @@ impl SqliteStore {
             };
             match records.get_mut(&stored.call_id) {
                 // Like MemoryStore: a second `created` does not reset an existing record.
-                Some(rec) if matches!(stored.kind, EventKind::Created { .. }) => {
-                    let _ = rec;
-                }
+                Some(_) if matches!(stored.kind, EventKind::Created { .. }) => {}
                 Some(rec) => {
                     let was_terminal = rec.state.is_terminal();
                     rec.apply(&stored);
