@@ -17,8 +17,17 @@ use switchboard::engine::{CallId, CallRequest, EventKind, NewEvent, Speaker};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let total: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(50_000);
-    let calls: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(50).max(1);
+    let total: usize = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(50_000);
+    let calls: usize = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(50)
+        .max(1);
     let dir = std::env::temp_dir().join(format!("switchboard-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let store = Arc::new(SqliteStore::open(&dir).await?);
@@ -47,7 +56,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 bus.emit(NewEvent::now(
                     id,
                     EventKind::Transcript {
-                        speaker: if k % 2 == 0 { Speaker::Agent } else { Speaker::Callee },
+                        speaker: if k % 2 == 0 {
+                            Speaker::Agent
+                        } else {
+                            Speaker::Callee
+                        },
                         text: text.into(),
                         offset_ms: k as u64 * 20,
                     },

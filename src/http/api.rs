@@ -345,11 +345,14 @@ async fn events(
     let header_after = headers
         .get("last-event-id")
         .map(|v| {
-            v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()).ok_or_else(|| {
-                ApiError::invalid(
-                    "header Last-Event-ID: not accepted (a non-negative integer event id)",
-                )
-            })
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "header Last-Event-ID: not accepted (a non-negative integer event id)",
+                    )
+                })
         })
         .transpose()?;
     let query_after = params
