@@ -450,3 +450,47 @@ async fn event_bus_over_sqlite_replays_then_goes_live() {
         .expect("stream open");
     assert_eq!(live.seq, n + 1);
 }
+
+#[tokio::test]
+async fn a_stray_event_does_not_cost_the_rest_of_its_batch() {
+    let dir = TempDir::new("store-stray");
+    let store = Arc::new(open(&dir).await);
+    let bus = EventBus::start(store.clone());
+    let good = CallId::generate();
+    let stray = CallId::generate();
+    // Emitted back to back, so the writer takes them as one batch.
+    let mut evs = call_events(good, None);
+    evs.insert(2, ev(stray, EventKind::Dtmf { digits: "7".into() }));
+    let n_good = evs.len() as u64 - 1;
+    for e in evs {
+        bus.emit(e);
+    }
+    bus.flush().await;
+    assert_eq!(store.last_seq().await.unwrap(), n_good);
+    assert!(store.call(good).await.unwrap().is_some());
+    assert!(
+        store
+            .events_after(0, Some(stray), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn an_event_before_its_created_in_one_batch_is_kept_like_memory_store() {
+    let dir = TempDir::new("store-order");
+    let sqlite = open(&dir).await;
+    let memory = MemoryStore::new();
+    let id = CallId::generate();
+    let mut evs = call_events(id, None);
+    evs.swap(0, 1); // carrier status first, then created
+    assert_eq!(
+        sqlite.append(evs.clone()).await.unwrap(),
+        memory.append(evs).await.unwrap()
+    );
+    assert_eq!(
+        sqlite.call(id).await.unwrap(),
+        memory.call(id).await.unwrap()
+    );
+}

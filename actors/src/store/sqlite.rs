@@ -10,8 +10,8 @@
 //! SQL is written with `$N` placeholders and standard `ON CONFLICT` so the same text can serve
 //! a Postgres backend later.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -143,12 +143,19 @@ impl SqliteStore {
         let mut order: Vec<CallId> = Vec::new();
         let mut ended: Vec<(u64, CallId)> = Vec::new();
         let mut out = Vec::with_capacity(events.len());
+        // Like MemoryStore: a call is known if the batch creates it anywhere; events logged
+        // before their `created` are kept in the log but not projected.
+        let created_in_batch: HashSet<CallId> = events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Created { .. }))
+            .map(|e| e.call_id)
+            .collect();
         for ev in events {
             if let Entry::Vacant(slot) = records.entry(ev.call_id) {
                 if let Some(rec) = Self::load_record(&mut tx, ev.call_id).await? {
                     slot.insert(rec);
                     order.push(ev.call_id);
-                } else if !matches!(ev.kind, EventKind::Created { .. }) {
+                } else if !created_in_batch.contains(&ev.call_id) {
                     // Dropping `tx` rolls the whole batch back.
                     return Err(StoreError::UnknownCall(ev.call_id));
                 }
