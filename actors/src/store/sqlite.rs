@@ -10,7 +10,6 @@
 //! SQL is written with `$N` placeholders and standard `ON CONFLICT` so the same text can serve
 //! a Postgres backend later.
 
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -26,8 +25,28 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Store, StoreError, StoreResult};
 use crate::model::{
-    CallEvent, CallFilter, CallId, CallRecord, EventKind, NewEvent, TranscriptTurn,
+    CallEvent, CallFilter, CallId, CallRecord, EventKind, NewEvent, Speaker, TranscriptTurn,
 };
+
+/// Rows per multi-row INSERT (6 columns x 150 stays far below SQLite's parameter limit).
+const INSERT_CHUNK: usize = 150;
+
+/// Appends `($1, $2, …), (…)` for `rows` rows of `cols` columns.
+fn push_placeholders(sql: &mut String, rows: usize, cols: usize) {
+    use std::fmt::Write as _;
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..cols {
+            let _ = write!(
+                sql,
+                "{}${}",
+                if c == 0 { "" } else { ", " },
+                r * cols + c + 1
+            );
+        }
+        sql.push(')');
+    }
+}
 
 /// The database file's name inside the data dir.
 pub const DB_FILE: &str = "switchboard.db";
@@ -141,8 +160,6 @@ impl SqliteStore {
         // Records touched by this batch, in first-touch order, written once at the end.
         let mut records: HashMap<CallId, CallRecord> = HashMap::new();
         let mut order: Vec<CallId> = Vec::new();
-        let mut ended: Vec<(u64, CallId)> = Vec::new();
-        let mut out = Vec::with_capacity(events.len());
         // Like MemoryStore: a call is known if the batch creates it anywhere; events logged
         // before their `created` are kept in the log but not projected.
         let created_in_batch: HashSet<CallId> = events
@@ -150,28 +167,59 @@ impl SqliteStore {
             .filter(|e| matches!(e.kind, EventKind::Created { .. }))
             .map(|e| e.call_id)
             .collect();
-        for ev in events {
-            if let Entry::Vacant(slot) = records.entry(ev.call_id) {
-                if let Some(rec) = Self::load_record(&mut tx, ev.call_id).await? {
-                    slot.insert(rec);
-                    order.push(ev.call_id);
-                } else if !created_in_batch.contains(&ev.call_id) {
-                    // Dropping `tx` rolls the whole batch back.
-                    return Err(StoreError::UnknownCall(ev.call_id));
-                }
+        let mut checked: HashSet<CallId> = HashSet::new();
+        for ev in &events {
+            if !checked.insert(ev.call_id) {
+                continue;
             }
+            if let Some(rec) = Self::load_record(&mut tx, ev.call_id).await? {
+                records.insert(ev.call_id, rec);
+                order.push(ev.call_id);
+            } else if !created_in_batch.contains(&ev.call_id) {
+                // Dropping `tx` rolls the whole batch back.
+                return Err(StoreError::UnknownCall(ev.call_id));
+            }
+        }
+
+        // The log: multi-row inserts, because per-statement round trips to SQLite's worker
+        // thread, not the disk, dominate the cost of a batch.
+        let mut rows = Vec::with_capacity(events.len());
+        for ev in &events {
             let payload = serde_json::to_string(&ev.kind).map_err(|e| corrupt("event", e))?;
-            let at = fmt_time(ev.at);
-            let seq: i64 = sqlx::query_scalar(
-                "INSERT INTO events (call_id, at, kind, payload) VALUES ($1, $2, $3, $4) RETURNING seq",
-            )
-            .bind(ev.call_id.to_string())
-            .bind(&at)
-            .bind(ev.kind.name())
-            .bind(&payload)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(backend)?;
+            rows.push((
+                ev.call_id.to_string(),
+                fmt_time(ev.at),
+                ev.kind.name(),
+                payload,
+            ));
+        }
+        let mut seqs: Vec<i64> = Vec::with_capacity(events.len());
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut sql = String::from("INSERT INTO events (call_id, at, kind, payload) VALUES ");
+            push_placeholders(&mut sql, chunk.len(), 4);
+            sql.push_str(" RETURNING seq");
+            let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
+            for (id, at, kind, payload) in chunk {
+                q = q.bind(id).bind(at).bind(*kind).bind(payload);
+            }
+            let mut got = q.fetch_all(&mut *tx).await.map_err(backend)?;
+            // One statement holding the write lock assigns consecutive numbers in row order;
+            // RETURNING's row order is not promised, so sort.
+            got.sort_unstable();
+            seqs.extend(got);
+        }
+        if seqs.len() != events.len() {
+            return Err(StoreError::Backend(format!(
+                "the log returned {} sequence numbers for {} events",
+                seqs.len(),
+                events.len()
+            )));
+        }
+
+        let mut ended: Vec<(u64, CallId)> = Vec::new();
+        let mut turns = Vec::new();
+        let mut out = Vec::with_capacity(events.len());
+        for ((ev, seq), (_, at, _, _)) in events.into_iter().zip(seqs).zip(&rows) {
             let stored = CallEvent {
                 seq: seq as u64,
                 call_id: ev.call_id,
@@ -201,26 +249,39 @@ impl SqliteStore {
                 offset_ms,
             } = &stored.kind
             {
-                let speaker = serde_json::to_value(speaker)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                sqlx::query(
-                    "INSERT INTO transcript_turns (seq, call_id, speaker, text, at, offset_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(seq)
-                .bind(stored.call_id.to_string())
-                .bind(speaker)
-                .bind(text)
-                .bind(&at)
-                .bind(*offset_ms as i64)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
+                let speaker = match speaker {
+                    Speaker::Agent => "agent",
+                    Speaker::Callee => "callee",
+                };
+                turns.push((
+                    seq,
+                    stored.call_id.to_string(),
+                    speaker,
+                    text.clone(),
+                    at.clone(),
+                    *offset_ms as i64,
+                ));
             }
             out.push(stored);
         }
+        for chunk in turns.chunks(INSERT_CHUNK) {
+            let mut sql = String::from(
+                "INSERT INTO transcript_turns (seq, call_id, speaker, text, at, offset_ms) VALUES ",
+            );
+            push_placeholders(&mut sql, chunk.len(), 6);
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (seq, id, speaker, text, at, offset) in chunk {
+                q = q
+                    .bind(*seq)
+                    .bind(id)
+                    .bind(*speaker)
+                    .bind(text)
+                    .bind(at)
+                    .bind(*offset);
+            }
+            q.execute(&mut *tx).await.map_err(backend)?;
+        }
+
         let now = fmt_time(Utc::now());
         for id in &order {
             let rec = &records[id];
