@@ -494,3 +494,35 @@ async fn an_event_before_its_created_in_one_batch_is_kept_like_memory_store() {
         memory.call(id).await.unwrap()
     );
 }
+
+#[tokio::test]
+async fn the_retention_task_purges_at_start_and_zero_keeps_forever() {
+    let dir = TempDir::new("store-retention-task");
+    let store = open(&dir).await;
+    let old = CallId::generate();
+    let mut evs = call_events(old, Some(CallState::Completed));
+    for e in &mut evs {
+        e.at = Utc::now() - Duration::days(10);
+    }
+    store.append(evs).await.unwrap();
+
+    let forever = tokio_util::sync::CancellationToken::new();
+    store.spawn_retention(0, forever.clone()).await.unwrap();
+    assert!(
+        store.call(old).await.unwrap().is_some(),
+        "0 days keeps forever"
+    );
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = store.spawn_retention(7, shutdown.clone());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.call(old).await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "not purged in time");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    shutdown.cancel();
+    tokio::time::timeout(std::time::Duration::from_secs(5), task)
+        .await
+        .expect("the task stops on shutdown")
+        .unwrap();
+}
