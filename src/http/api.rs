@@ -180,10 +180,7 @@ async fn create_call(State(state): State<AppState>, body: Bytes) -> ApiResult<Re
         ))
     })?;
     let id = state.engine.place_call(request).await?;
-    let current = match state.engine.status(id).await {
-        Ok(rec) => rec.state,
-        Err(_) => CallState::Dialing,
-    };
+    let current = admitted_state(&state, id).await;
     let mut resp = (
         StatusCode::CREATED,
         Json(CreatedCall {
@@ -196,6 +193,22 @@ async fn create_call(State(state): State<AppState>, body: Bytes) -> ApiResult<Re
         resp.headers_mut().insert(header::LOCATION, v);
     }
     Ok(resp)
+}
+
+/// The call's state once its record is readable. A client that follows the 201 with a GET
+/// must not get a 404, so wait (briefly, bounded) for the `created` event to be durable in case
+/// the engine answered before its write landed.
+async fn admitted_state(state: &AppState, id: CallId) -> CallState {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match state.engine.status(id).await {
+            Ok(rec) => return rec.state,
+            Err(EngineError::NotFound(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(_) => return CallState::Dialing,
+        }
+    }
 }
 
 async fn list_calls(
