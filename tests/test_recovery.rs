@@ -302,3 +302,102 @@ async fn an_unreachable_carrier_is_reported_and_the_call_still_ends() {
     let rec = store.call(id).await.unwrap().unwrap();
     assert_eq!(rec.detail, CallDetail::EngineRestarted);
 }
+
+/// The engine "crashes" mid-call: it runs on its own runtime, which is torn down without any
+/// shutdown path (no actor `post_stop`, no final event), the in-process stand-in for `kill -9`.
+/// The simulator (the carrier) lives on. Recovery over the reopened store must find the call,
+/// make sure the simulator's call is over, and write the final state; every transcript turn
+/// that was readable before the crash must still be there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_mid_call_then_recovery_against_the_simulator() {
+    use switchboard::config::Config;
+    use switchboard::http::{self, AppState};
+    use switchboard::sim::{SimConfig, Simulator};
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = TempDir::new("recovery-crash");
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let mut config = Config::default();
+    switchboard::local::wire_to_sim(&mut config, &sim);
+    let carrier_cfg = config.engine.twilio.clone();
+
+    let doomed = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let data_dir = dir.path().to_owned();
+    let (call, sid, turns_before) = doomed
+        .spawn(async move {
+            let store = Arc::new(SqliteStore::open(&data_dir).await.unwrap());
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            config.engine.public_url = format!("http://{addr}");
+            let engine = switchboard::engine::Engine::start(config.engine.clone(), store.clone())
+                .await
+                .unwrap();
+            let state = AppState {
+                engine: engine.clone(),
+                config: Arc::new(config),
+            };
+            tokio::spawn(http::run(
+                listener,
+                state,
+                tokio_util::sync::CancellationToken::new(),
+            ));
+            let mut req = CallRequest::new("+12125550134", "Book a table for two at 7:30 tonight");
+            req.context =
+                Some("The booking is for Alex Kim. Alex's callback number is +14155550123.".into());
+            let id = engine.place_call(req).await.unwrap();
+            // Crash once the call is connected and has said something.
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                let rec = store.call(id).await.unwrap();
+                let turns = store.transcript(id).await.unwrap();
+                if let Some(rec) = rec {
+                    assert!(
+                        !rec.state.is_terminal(),
+                        "the call ended before the crash: {rec:?}"
+                    );
+                    if rec.state == CallState::Connected && !turns.is_empty() {
+                        return (id, rec.carrier_call_sid.clone(), turns);
+                    }
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the call never connected"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap();
+    doomed.shutdown_background();
+
+    let sid = sid.expect("a connected call has a carrier sid");
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let unfinished = store.unfinished().await.unwrap();
+    assert_eq!(
+        unfinished.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![call]
+    );
+    let carrier = TwilioCarrier::new(&carrier_cfg).unwrap();
+    let report = recovery::reconcile(&store, &carrier).await.unwrap();
+    assert_eq!(report.len(), 1);
+    assert!(report[0].problem.is_none(), "{report:?}");
+    use switchboard::engine::recovery::Carrier as _;
+    let after = carrier.status(&sid).await.unwrap();
+    assert!(
+        after.as_deref().is_some_and(|s| !recovery::is_live(s)),
+        "the simulator's call is over: {after:?}"
+    );
+    let rec = store.call(call).await.unwrap().unwrap();
+    assert_eq!(rec.state, CallState::Failed);
+    assert_eq!(rec.detail, CallDetail::EngineRestarted);
+    assert_eq!(rec.reason.as_deref(), Some(recovery::REASON));
+    let turns_after = store.transcript(call).await.unwrap();
+    assert!(turns_after.len() >= turns_before.len());
+    assert_eq!(turns_after[..turns_before.len()], turns_before[..]);
+    assert!(store.unfinished().await.unwrap().is_empty());
+    sim.shutdown().await;
+}
