@@ -1,5 +1,7 @@
 //! Post-call webhooks from the durable outbox, against a real receiver on 127.0.0.1.
 
+#[path = "support/store_stack.rs"]
+mod store_stack;
 #[path = "support/store_tmp.rs"]
 mod store_tmp;
 
@@ -266,4 +268,41 @@ fn signatures_verify_only_with_the_right_secret_body_and_time() {
     assert!(!outbox::verify(b"k1", &header, body, now + 301, tol));
     assert!(!outbox::verify(b"k1", "t=1,v1=zz", body, 1, tol));
     assert!(!outbox::verify(b"k1", "", body, now, tol));
+}
+
+#[tokio::test]
+async fn a_real_call_ending_on_the_simulator_is_delivered() {
+    let (url, seen, stop_receiver) = receiver(0).await;
+    let s = store_stack::start("webhook-e2e", |c| {
+        c.store.webhook_urls = vec![url.clone()];
+        c.store.webhook_secret = Some(SecretString::from(SECRET));
+    })
+    .await;
+    let shutdown = CancellationToken::new();
+    let task = outbox::spawn((*s.store).clone(), fast_config(url), shutdown.clone())
+        .unwrap()
+        .unwrap();
+    let id = s.place_restaurant_call().await;
+    let rec = s
+        .stack
+        .engine
+        .wait(id.parse().unwrap(), Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert!(rec.state.is_terminal(), "{rec:?}");
+    wait_until(30, "the post-call webhook", || {
+        seen.lock().unwrap().accepted.len() == 1
+    })
+    .await;
+    shutdown.cancel();
+    task.await.unwrap();
+    stop_receiver.cancel();
+    {
+        let seen = seen.lock().unwrap();
+        let (_, ok, body) = seen.attempts.last().unwrap();
+        assert!(*ok, "signed with store.webhook_secret");
+        assert_eq!(body["call"]["id"], id.as_str());
+        assert_eq!(body["call"]["state"], rec.state.as_str());
+    }
+    s.stop().await;
 }
