@@ -336,6 +336,8 @@ async fn every_client_error_is_json_and_names_the_problem() {
     )
     .await;
 
+    let m = error_of(s.get("/v1/nope").send().await.unwrap(), 404, "not_found").await;
+    assert!(m.contains("/v1/nope"), "{m}");
     for (q, needle) in [
         ("state=ringing", "accepted: dialing"),
         ("limit=0", "1 to 500"),

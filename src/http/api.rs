@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use futures_util::Stream;
 use schemars::JsonSchema;
@@ -43,6 +43,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/v1/calls/{id}/transcript", get(get_transcript))
         .route("/v1/events", get(events))
         .route("/v1/openapi.json", get(openapi))
+        .route("/v1/{*rest}", any(unknown_route))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }
@@ -208,6 +209,18 @@ async fn admitted_state(state: &AppState, id: CallId) -> CallState {
             }
             Err(_) => return CallState::Dialing,
         }
+    }
+}
+
+async fn unknown_route(uri: axum::http::Uri) -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        code: "not_found",
+        message: format!(
+            "no route {} (see /v1/openapi.json: /v1/calls, /v1/calls/{{id}}, /v1/calls/{{id}}/cancel, \
+             /v1/calls/{{id}}/transcript, /v1/events)",
+            uri.path()
+        ),
     }
 }
 
