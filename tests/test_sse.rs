@@ -259,3 +259,60 @@ async fn a_lagging_subscriber_refills_from_the_log_without_gaps() {
     }
     assert_eq!(prev, n + 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_while_events_keep_coming_has_no_gap_and_no_duplicate() {
+    let dir = TempDir::new("sse-handoff");
+    let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let bus = EventBus::start(store.clone());
+    let id = CallId::generate();
+    bus.emit(NewEvent::now(
+        id,
+        EventKind::Created {
+            request: CallRequest::new("+14155550100", "handoff"),
+        },
+    ));
+    bus.flush().await;
+    let total = 6_000u64;
+    let emitter = {
+        let bus = bus.clone();
+        tokio::spawn(async move {
+            for i in 0..total {
+                bus.emit(NewEvent::now(
+                    id,
+                    EventKind::Dtmf {
+                        digits: (i % 10).to_string(),
+                    },
+                ));
+                if i % 50 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            bus.flush().await;
+        })
+    };
+    // Subscribers join at different points of the stream, each resuming from a past position.
+    let mut readers = Vec::new();
+    for k in 0..6u64 {
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        let now = store.last_seq().await.unwrap();
+        let after = now.saturating_sub(k * 37);
+        let call = (k % 2 == 0).then_some(id);
+        let mut stream = bus.subscribe(call, Some(after));
+        readers.push(tokio::spawn(async move {
+            let mut expect = after + 1;
+            while expect <= total + 1 {
+                let ev = tokio::time::timeout(Duration::from_secs(20), stream.next())
+                    .await
+                    .expect("in time")
+                    .expect("open");
+                assert_eq!(ev.seq, expect, "resumed after {after}");
+                expect += 1;
+            }
+        }));
+    }
+    emitter.await.unwrap();
+    for r in readers {
+        r.await.unwrap();
+    }
+}
