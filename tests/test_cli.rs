@@ -146,7 +146,7 @@ async fn sim_prints_settings_and_accepts_a_rest_create() {
         {
             env.insert(k.to_owned(), v.to_owned());
         }
-        if let Some(n) = line.trim_start().split_whitespace().next()
+        if let Some(n) = line.split_whitespace().next()
             && n.starts_with("+1")
             && line.starts_with("  ")
         {
