@@ -84,6 +84,9 @@ const LIST_KEYS: &[&str] = &[
     "store.webhook_urls",
 ];
 
+/// The config file's sections, to catch `SWITCHBOARD_TWILIO_AUTH_TOKEN` (one underscore).
+const SECTIONS: &[&str] = &["twilio", "openai", "calls", "agent", "server", "store"];
+
 /// The conventional variable names other tools use, and the setting each one fills.
 const USUAL_NAMES: &[(&str, &str)] = &[
     ("TWILIO_ACCOUNT_SID", "twilio.account_sid"),
@@ -238,9 +241,24 @@ impl Config {
                 message: "does not exist (give an existing file with --config or SWITCHBOARD_CONFIG, or none to use ./config.toml when present)".into(),
             });
         }
-        Ok(figment
-            .merge(EnvSource::usual())
-            .merge(EnvSource::switchboard()))
+        let prefixed = EnvSource::switchboard();
+        for (key, name, _) in &prefixed.entries {
+            if let Some((section, rest)) = key.split_once('_')
+                && !key.contains('.')
+                && SECTIONS.contains(&section)
+            {
+                return Err(ConfigError::Invalid {
+                    setting: format!("{section}.{rest}"),
+                    message: format!("{name} is not a setting; nesting takes a double underscore"),
+                    origin: format!(
+                        " (set SWITCHBOARD_{}__{})",
+                        section.to_ascii_uppercase(),
+                        rest.to_ascii_uppercase()
+                    ),
+                });
+            }
+        }
+        Ok(figment.merge(EnvSource::usual()).merge(prefixed))
     }
 
     /// Loads the settings without checking that the accounts are configured (see

@@ -128,7 +128,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => sim(port, speed, scenarios).await,
         Command::Serve { sim } => {
             let stack = Stack::start(Config::load(path)?, sim).await?;
-            tracing::info!(addr = %stack.addr, "serving; Ctrl-C to stop");
+            println!(
+                "switchboard serving on http://{} (Ctrl-C to stop)",
+                stack.addr
+            );
+            tracing::info!(addr = %stack.addr, sim, "serving");
             wait_for_signal().await;
             stack.stop().await;
             Ok(ExitCode::SUCCESS)

@@ -238,3 +238,50 @@ fn demo_with_unknown_scenario_lists_the_real_ones() {
     assert!(!out.status.success());
     assert!(err.contains("nope") && err.contains("restaurant"), "{err}");
 }
+
+/// `serve --sim` needs no accounts: it serves the HTTP frontend wired to an in-process
+/// simulator.
+#[tokio::test]
+async fn serve_with_sim_needs_no_accounts() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut cmd = clean_command(&["serve", "--sim"]);
+    cmd.env("SWITCHBOARD_SERVER__BIND", "127.0.0.1:0");
+    let mut child = cmd.spawn().expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut url = None;
+    while url.is_none() && Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                url = line
+                    .strip_prefix("switchboard serving on ")
+                    .and_then(|r| r.split_whitespace().next())
+                    .map(str::to_owned);
+            }
+            Err(_) if child.try_wait().ok().flatten().is_some() => break,
+            Err(_) => {}
+        }
+    }
+    let result = async {
+        let url = url.expect("serve --sim printed its address");
+        let body = reqwest::get(format!("{url}/healthz"))
+            .await
+            .expect("healthz")
+            .text()
+            .await
+            .expect("body");
+        assert_eq!(body, "ok");
+    }
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}

@@ -183,3 +183,19 @@ fn example_file_documents_the_defaults() {
         Ok(())
     });
 }
+
+#[test]
+fn single_underscore_nesting_is_caught() {
+    Jail::expect_with(|jail| {
+        jail.set_env("SWITCHBOARD_TWILIO_AUTH_TOKEN", "x");
+        let e = Config::load(None).unwrap_err().to_string();
+        assert!(e.contains("SWITCHBOARD_TWILIO__AUTH_TOKEN"), "{e}");
+        Ok(())
+    });
+    Jail::expect_with(|jail| {
+        jail.set_env("SWITCHBOARD_PUBLIC_URL", "https://x.example.com");
+        let c = Config::load(None).map_err(|e| e.to_string())?;
+        assert_eq!(c.engine.public_url, "https://x.example.com");
+        Ok(())
+    });
+}
