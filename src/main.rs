@@ -153,7 +153,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             sim,
             timeout,
         } => {
-            let stack = Stack::start(Config::load(path)?, sim).await?;
+            let mut config = Config::load(path)?;
+            if sim {
+                // Only the in-process simulator calls back, so any free loopback port will do.
+                config.server.bind = "127.0.0.1:0".into();
+            }
+            let stack = Stack::start(config, sim).await?;
             if let Some(s) = &stack.sim {
                 let numbers = &s.state().config.scenarios;
                 if !numbers.iter().any(|sc| sc.number == to) {
