@@ -335,11 +335,23 @@ fn invalid(e: figment::Error, section: &str) -> ConfigError {
         path.push(section.to_owned());
     }
     path.extend(e.path.iter().cloned());
-    let setting = if path.is_empty() {
-        "settings".to_owned()
-    } else {
-        path.join(".")
-    };
+    if path.is_empty() {
+        // Not about one setting: the file itself could not be read or parsed.
+        let file = match e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+            Some(figment::Source::File(p)) => p.display().to_string(),
+            _ => "settings".to_owned(),
+        };
+        return ConfigError::File {
+            path: file,
+            message: e
+                .kind
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+        };
+    }
+    let setting = path.join(".");
     let origin = match &e.metadata {
         Some(md) => {
             let keys: Vec<&str> = path.iter().map(String::as_str).collect();

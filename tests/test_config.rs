@@ -199,3 +199,17 @@ fn single_underscore_nesting_is_caught() {
         Ok(())
     });
 }
+
+#[test]
+fn a_broken_file_is_named_on_one_line() {
+    Jail::expect_with(|jail| {
+        jail.create_file("config.toml", "[calls\nmax_concurrent = 1\n")?;
+        let e = Config::load(None).unwrap_err().to_string();
+        assert!(
+            e.starts_with("config file ") && e.contains("config.toml"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+        Ok(())
+    });
+}
