@@ -395,7 +395,8 @@ async fn place_and_watch(
                     None => println!("  [{t:5.1}s] {state} ({detail})"),
                 }
             }
-            EventKind::Carrier { status, .. } => println!("  [{t:5.1}s] carrier: {status}"),
+            // The state lines already say queued / ringing / answered.
+            EventKind::Carrier { .. } => {}
             EventKind::Transcript { speaker, text, .. } => {
                 let who = match speaker {
                     Speaker::Agent => "Agent: ",
@@ -430,8 +431,16 @@ fn print_outcome(r: &CallRecord) {
         Some(o) => {
             let status = if o.success { "success" } else { "not achieved" };
             println!("Outcome: {status}: {}", o.summary);
-            if let Some(d) = &o.data {
-                println!("Result: {d}");
+            // The agent's own arguments repeat outcome and summary; show only what they add.
+            if let Some(serde_json::Value::Object(m)) = &o.data {
+                let extra: serde_json::Map<_, _> = m
+                    .iter()
+                    .filter(|(k, _)| *k != "outcome" && *k != "summary")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                if !extra.is_empty() {
+                    println!("Result: {}", serde_json::Value::Object(extra));
+                }
             }
         }
         None => println!("Outcome: none reported"),
