@@ -114,6 +114,7 @@ fn init_tracing(default: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -134,7 +135,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             );
             tracing::info!(addr = %stack.addr, sim, "serving");
             wait_for_signal().await;
+            tracing::info!("shutting down: hanging up live calls");
             stack.stop().await;
+            tracing::info!("stopped");
             Ok(ExitCode::SUCCESS)
         }
         Command::Mcp { sim } => {
