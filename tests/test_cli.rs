@@ -63,6 +63,16 @@ fn wait_with_deadline(mut child: Child, limit: Duration) -> Output {
     }
 }
 
+/// Kills the child (by its own handle) when the test ends, also when an assertion panics.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -117,9 +127,12 @@ fn bad_config_file_value_is_named() {
 #[tokio::test]
 async fn sim_prints_settings_and_accepts_a_rest_create() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut child = clean_command(&["sim", "--port", "0"])
-        .spawn()
-        .expect("spawn");
+    let mut running = Running(
+        clean_command(&["sim", "--port", "0"])
+            .spawn()
+            .expect("spawn"),
+    );
+    let child = &mut running.0;
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = mpsc::channel::<String>();
     std::thread::spawn(move || {
@@ -156,7 +169,7 @@ async fn sim_prints_settings_and_accepts_a_rest_create() {
             break;
         }
     }
-    let result = async {
+    {
         for k in [
             "TWILIO_ACCOUNT_SID",
             "TWILIO_AUTH_TOKEN",
@@ -202,10 +215,6 @@ async fn sim_prints_settings_and_accepts_a_rest_create() {
             .expect("request");
         assert_eq!(resp.status().as_u16(), 401);
     }
-    .await;
-    let _ = child.kill();
-    let _ = child.wait();
-    result
 }
 
 /// The README's first command: a whole simulated conversation, then exit 0.
@@ -246,7 +255,8 @@ async fn serve_with_sim_needs_no_accounts() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut cmd = clean_command(&["serve", "--sim"]);
     cmd.env("SWITCHBOARD_SERVER__BIND", "127.0.0.1:0");
-    let mut child = cmd.spawn().expect("spawn");
+    let mut running = Running(cmd.spawn().expect("spawn"));
+    let child = &mut running.0;
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = mpsc::channel::<String>();
     std::thread::spawn(move || {
@@ -270,7 +280,7 @@ async fn serve_with_sim_needs_no_accounts() {
             Err(_) => {}
         }
     }
-    let result = async {
+    {
         let url = url.expect("serve --sim printed its address");
         let body = reqwest::get(format!("{url}/healthz"))
             .await
@@ -280,8 +290,18 @@ async fn serve_with_sim_needs_no_accounts() {
             .expect("body");
         assert_eq!(body, "ok");
     }
-    .await;
-    let _ = child.kill();
-    let _ = child.wait();
-    result
+    // SIGTERM (to this child's own id) is a graceful stop: exit 0, promptly.
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut exited = None;
+    while sent && exited.is_none() && Instant::now() < deadline {
+        exited = child.try_wait().ok().flatten();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(sent, "could not send SIGTERM");
+    let status = exited.expect("serve stops within 20 s of SIGTERM");
+    assert!(status.success(), "serve exited with {status}");
 }
