@@ -13,7 +13,7 @@ use switchboard_actors::{Engine, EngineError};
 
 use crate::config::Config;
 use crate::http::{self, AppState};
-use crate::sim::{SimConfig, SimError, Simulator};
+use crate::sim::{SimConfig, SimEndpoints, SimError, Simulator};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
@@ -30,13 +30,18 @@ pub enum LocalError {
 
 /// Points `config`'s Twilio and OpenAI settings at `sim`, keeping everything else.
 pub fn wire_to_sim(config: &mut Config, sim: &Simulator) {
+    wire_to_endpoints(config, &sim.endpoints());
+}
+
+/// Points `config` at a simulator reached by its endpoints (possibly in another process).
+pub fn wire_to_endpoints(config: &mut Config, sim: &SimEndpoints) {
     let e = &mut config.engine;
-    e.twilio.api_base = sim.twilio_api_base();
-    e.twilio.account_sid = sim.account_sid().to_owned();
-    e.twilio.auth_token = SecretString::from(sim.auth_token().to_owned());
-    e.twilio.from_number = sim.number().to_owned();
-    e.openai.realtime_url = sim.realtime_url();
-    e.openai.api_key = SecretString::from(sim.api_key().to_owned());
+    e.twilio.api_base = sim.twilio_api_base.clone();
+    e.twilio.account_sid = sim.account_sid.clone();
+    e.twilio.auth_token = SecretString::from(sim.auth_token.clone());
+    e.twilio.from_number = sim.number.clone();
+    e.openai.realtime_url = sim.realtime_url.clone();
+    e.openai.api_key = SecretString::from(sim.api_key.clone());
 }
 
 pub struct LocalStack {

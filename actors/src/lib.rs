@@ -36,14 +36,18 @@
 //! - [`store`]: the event log and projections behind the [`store::Store`] trait.
 //! - [`config`], [`policy`]: settings and destination checks.
 
+pub mod call;
 pub mod config;
 pub mod engine;
 pub mod events;
 pub mod model;
 pub mod outbox;
 pub mod policy;
+pub mod realtime;
 pub mod recovery;
 pub mod store;
+pub mod supervisor;
+pub mod twilio;
 
 pub use config::EngineConfig;
 pub use engine::{CancelOutcome, CarrierUpdate, Engine, EngineError};

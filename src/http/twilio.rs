@@ -1,9 +1,115 @@
-//! Twilio webhooks (TwiML, status callbacks) and the media WebSocket. (Engine work, issue 3.)
+//! Twilio's webhooks (TwiML on answer, status callbacks) and the media WebSocket.
+//!
+//! Every request must carry a valid `X-Twilio-Signature`, computed over the configured public
+//! URL (never the Host header, which a proxy rewrites); a bad or missing one is refused with
+//! 403 before anything changes.
 
 use axum::Router;
+use axum::body::Bytes;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use switchboard_actors::{CallId, CarrierUpdate, EngineError};
 
 use super::AppState;
 
-pub fn routes(_state: AppState) -> Router {
+pub fn routes(state: AppState) -> Router {
     Router::new()
+        .route("/twilio/voice/{id}", post(voice))
+        .route("/twilio/status/{id}", post(status))
+        .route("/twilio/media/{id}", get(media))
+        .with_state(state)
+}
+
+fn refused(status: StatusCode, why: &str) -> Response {
+    (status, why.to_owned()).into_response()
+}
+
+/// Parses and checks a signed form webhook.
+fn signed_form(state: &AppState, uri: &axum::http::Uri, headers: &HeaderMap, body: &Bytes) -> Result<Vec<(String, String)>, Response> {
+    let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+    let sig = headers.get("x-twilio-signature").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or(uri.path());
+    if sig.is_empty() || !state.engine.verify_twilio_signature(path, &params, sig) {
+        tracing::warn!(path, "webhook refused: bad or missing X-Twilio-Signature");
+        return Err(refused(StatusCode::FORBIDDEN, "invalid X-Twilio-Signature"));
+    }
+    Ok(params)
+}
+
+fn call_id(id: &str) -> Result<CallId, Response> {
+    id.parse().map_err(|e: String| refused(StatusCode::NOT_FOUND, &e))
+}
+
+fn engine_error(e: EngineError) -> Response {
+    match e {
+        EngineError::NotFound(_) => refused(StatusCode::NOT_FOUND, &e.to_string()),
+        other => refused(StatusCode::INTERNAL_SERVER_ERROR, &other.to_string()),
+    }
+}
+
+async fn voice(State(state): State<AppState>, Path(id): Path<String>, OriginalUri(uri): OriginalUri, headers: HeaderMap, body: Bytes) -> Response {
+    let params = match signed_form(&state, &uri, &headers, &body) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let id = match call_id(&id) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let answered_by = params.iter().find(|(k, _)| k == "AnsweredBy").map(|(_, v)| v.clone());
+    match state.engine.twiml(id, answered_by).await {
+        Ok(xml) => ([(header::CONTENT_TYPE, "text/xml")], xml).into_response(),
+        Err(e) => engine_error(e),
+    }
+}
+
+async fn status(State(state): State<AppState>, Path(id): Path<String>, OriginalUri(uri): OriginalUri, headers: HeaderMap, body: Bytes) -> Response {
+    let params = match signed_form(&state, &uri, &headers, &body) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let id = match call_id(&id) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let update = CarrierUpdate {
+        call_sid: get("CallSid").unwrap_or_default(),
+        status: get("CallStatus").unwrap_or_default(),
+        answered_by: get("AnsweredBy"),
+        duration_secs: get("CallDuration").and_then(|d| d.parse().ok()),
+        sequence: get("SequenceNumber").and_then(|d| d.parse().ok()),
+        error_code: get("ErrorCode"),
+    };
+    match state.engine.carrier_update(id, update).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => engine_error(e),
+    }
+}
+
+async fn media(State(state): State<AppState>, Path(id): Path<String>, OriginalUri(uri): OriginalUri, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    // Twilio signs the upgrade (over the ws(s):// URL); when the header is present it must
+    // be right. The call's single-use token in `start` is checked either way.
+    if let Some(sig) = headers.get("x-twilio-signature").and_then(|v| v.to_str().ok())
+        && !state.engine.verify_media_signature(uri.path(), sig)
+    {
+        tracing::warn!("media socket refused: bad X-Twilio-Signature");
+        return refused(StatusCode::FORBIDDEN, "invalid X-Twilio-Signature");
+    }
+    let id = match call_id(&id) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    if !state.engine.is_live(id).await {
+        return refused(StatusCode::NOT_FOUND, "no live call with this id");
+    }
+    ws.on_upgrade(move |socket| async move {
+        if let Err(e) = state.engine.media_connected(id, socket).await {
+            tracing::warn!("media socket for {id} dropped: {e}");
+        }
+    })
 }

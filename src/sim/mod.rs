@@ -12,6 +12,7 @@
 
 pub mod realtime;
 pub mod scenario;
+pub mod stats;
 pub mod twilio;
 pub mod violations;
 pub mod voice;
@@ -73,9 +74,22 @@ pub struct SimState {
     pub base_url: String,
     pub voices: VoiceRegistry,
     pub violations: Violations,
+    /// Per-frame latency through the engine (enabled by the load generator only).
+    pub stats: stats::FrameStats,
     pub twilio: twilio::State,
     pub realtime: realtime::State,
     pub shutdown: CancellationToken,
+}
+
+/// How to reach a simulator, in-process or in another process.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SimEndpoints {
+    pub twilio_api_base: String,
+    pub realtime_url: String,
+    pub account_sid: String,
+    pub auth_token: String,
+    pub api_key: String,
+    pub number: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +150,7 @@ impl Simulator {
             realtime: realtime::State::default(),
             voices,
             violations: Violations::default(),
+            stats: stats::FrameStats::default(),
             shutdown: CancellationToken::new(),
             config,
         });
@@ -173,6 +188,17 @@ impl Simulator {
     pub fn number(&self) -> &str {
         &self.state.config.numbers[0]
     }
+    /// Everything a client needs to use this simulator (printed by `switchboard sim`).
+    pub fn endpoints(&self) -> SimEndpoints {
+        SimEndpoints {
+            twilio_api_base: self.twilio_api_base(),
+            realtime_url: self.realtime_url(),
+            account_sid: self.account_sid().to_owned(),
+            auth_token: self.auth_token().to_owned(),
+            api_key: self.api_key().to_owned(),
+            number: self.number().to_owned(),
+        }
+    }
     pub fn state(&self) -> &Arc<SimState> {
         &self.state
     }
@@ -190,6 +216,14 @@ fn router(state: Arc<SimState>) -> Router {
     Router::new()
         .merge(twilio::routes(state.clone()))
         .merge(realtime::routes(state.clone()))
+        .route(
+            "/sim/stats",
+            axum::routing::get(
+                |axum::extract::State(s): axum::extract::State<Arc<SimState>>| async move {
+                    axum::Json(s.stats.report())
+                },
+            ),
+        )
         .route(
             "/sim/violations",
             axum::routing::get(

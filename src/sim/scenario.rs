@@ -251,6 +251,47 @@ impl Scenario {
     }
 }
 
+/// `n` scenarios with distinct numbers and lines, for load tests: every frame of every call is
+/// unique, so a frame delivered to the wrong call or twice cannot go unnoticed.
+pub fn bench_scenarios(n: usize, turns: usize) -> Vec<Scenario> {
+    (0..n)
+        .map(|i| {
+            let mut script = Vec::new();
+            for t in 0..turns.max(1) {
+                script.push(Step {
+                    agent: Some(format!("Agent of bench call {i}, turn {t}: could you confirm the booking details please?")),
+                    ..Step::default()
+                });
+                script.push(Step {
+                    callee: Some(format!("Callee of bench call {i}, turn {t}: yes, everything is confirmed as you said.")),
+                    ..Step::default()
+                });
+            }
+            script.push(Step {
+                agent: Some(format!("Thank you, bench call {i} is done. Goodbye.")),
+                tool: Some(ToolCall {
+                    name: "end_call".into(),
+                    arguments: serde_json::json!({"outcome": "success", "summary": format!("bench call {i} done")}),
+                }),
+                ..Step::default()
+            });
+            Scenario {
+                name: format!("bench-{i}"),
+                description: "generated load-test call".into(),
+                number: format!("+1555{:07}", 2_000_000 + i),
+                answer: Answer { ring_ms: 500, ..Answer::default() },
+                agent: AgentBrief {
+                    goal: format!("Confirm the booking details for bench call number {i}"),
+                    context: None,
+                    expect_outcome: Some("success".into()),
+                },
+                script,
+                faults: Faults::default(),
+            }
+        })
+        .collect()
+}
+
 const BUILTIN: &[(&str, &str)] = &[(
     "restaurant.toml",
     include_str!("../../examples/scenarios/restaurant.toml"),

@@ -1,0 +1,404 @@
+//! CallActor: one per call. Owns the state machine and the two legs, turns carrier, media
+//! and model events into machine inputs, and carries out the machine's effects.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use super::messages::{CallMsg, MediaEvent, ModelEvent, ToTwilio};
+use super::state::{Effect, Input, Machine};
+use crate::config::EngineConfig;
+use crate::engine::CancelOutcome;
+use crate::events::EventBus;
+use crate::model::{CallId, CallRequest, EventKind, NewEvent, Outcome, OutcomeStatus, Speaker, Usage};
+use crate::realtime::{self, leg::{ModelLeg, ModelLegArgs, ModelLegMsg}};
+use crate::twilio::leg::{TwilioLeg, TwilioLegArgs, TwilioLegMsg};
+use crate::twilio::rest::{CreateCall, TwilioRest};
+use crate::twilio::twiml;
+
+/// Audio frames that may queue between the legs before the sender waits (~10 s of 20 ms frames).
+const AUDIO_QUEUE: usize = 512;
+
+/// Facts the supervisor needs if this actor dies without finishing: shared, not messaged,
+/// because a panicked actor cannot answer.
+#[derive(Default)]
+pub struct CallShared {
+    pub carrier_sid: Mutex<Option<String>>,
+    pub ended: AtomicBool,
+}
+
+pub struct CallArgs {
+    pub id: CallId,
+    pub request: CallRequest,
+    pub config: Arc<EngineConfig>,
+    pub bus: EventBus,
+    pub rest: TwilioRest,
+    pub shared: Arc<CallShared>,
+}
+
+pub struct CallActor;
+
+pub struct CallState {
+    id: CallId,
+    request: CallRequest,
+    config: Arc<EngineConfig>,
+    bus: EventBus,
+    rest: TwilioRest,
+    shared: Arc<CallShared>,
+    machine: Machine,
+    token: String,
+    token_issued: bool,
+    model: Option<ActorRef<ModelLegMsg>>,
+    twilio: Option<ActorRef<TwilioLegMsg>>,
+    to_model_tx: mpsc::Sender<String>,
+    from_model_rx: Option<mpsc::Receiver<ToTwilio>>,
+    /// Waits for the model leg to hand over its half of the channels.
+    model_args: Option<(mpsc::Sender<ToTwilio>, mpsc::Receiver<String>)>,
+    stream_started: Option<Instant>,
+    last_carrier_seq: Option<u64>,
+    usage: Usage,
+    pending_function: Option<(String, Option<tokio::sync::oneshot::Receiver<()>>)>,
+    span: tracing::Span,
+}
+
+fn new_token() -> String {
+    // Two ULIDs' worth of randomness (160 bits): unguessable, URL- and XML-safe.
+    format!("{}{}", ulid::Ulid::generate(), ulid::Ulid::generate()).to_lowercase()
+}
+
+impl CallState {
+    fn emit(&self, kind: EventKind) {
+        self.bus.emit(NewEvent::now(self.id, kind));
+    }
+
+    fn offset_ms(&self) -> u64 {
+        self.stream_started.map(|t| t.elapsed().as_millis() as u64).unwrap_or(0)
+    }
+
+    fn max_secs(&self) -> u64 {
+        u64::from(self.request.max_duration_secs.unwrap_or(self.config.calls.default_max_duration_secs))
+    }
+}
+
+impl Actor for CallActor {
+    type Msg = CallMsg;
+    type State = CallState;
+    type Arguments = CallArgs;
+
+    async fn pre_start(&self, _me: ActorRef<CallMsg>, a: CallArgs) -> Result<CallState, ActorProcessingErr> {
+        let (to_model_tx, to_model_rx) = mpsc::channel(AUDIO_QUEUE);
+        let (to_twilio_tx, from_model_rx) = mpsc::channel(AUDIO_QUEUE);
+        let span = tracing::info_span!("call", id = %a.id);
+        Ok(CallState {
+            id: a.id,
+            request: a.request,
+            config: a.config,
+            bus: a.bus,
+            rest: a.rest,
+            shared: a.shared,
+            machine: Machine::default(),
+            token: new_token(),
+            token_issued: false,
+            model: None,
+            twilio: None,
+            to_model_tx,
+            from_model_rx: Some(from_model_rx),
+            model_args: Some((to_twilio_tx, to_model_rx)),
+            stream_started: None,
+            last_carrier_seq: None,
+            usage: Usage::default(),
+            pending_function: None,
+            span,
+        })
+    }
+
+    async fn post_start(&self, me: ActorRef<CallMsg>, s: &mut CallState) -> Result<(), ActorProcessingErr> {
+        // Open the model session while the phone rings, so the agent can greet at once.
+        let (to_twilio, from_twilio) = s.model_args.take().expect("set in pre_start");
+        let args = ModelLegArgs {
+            url: format!("{}?model={}", s.config.openai.realtime_url, s.config.openai.model),
+            api_key: s.config.openai.api_key.clone(),
+            session_update: realtime::session_update(&s.config, &s.request),
+            call: me.clone(),
+            to_twilio,
+            from_twilio,
+        };
+        let span = s.span.clone();
+        match Actor::spawn_linked(None, ModelLeg, args, me.get_cell()).instrument(span.clone()).await {
+            Ok((leg, _)) => s.model = Some(leg),
+            Err(e) => {
+                let reason = format!("could not open the model session: {}", root_cause(&e));
+                self.apply(&me, s, Input::ModelFailed { reason }).await;
+                return Ok(());
+            }
+        }
+        let base = s.config.public_url.trim_end_matches('/').to_owned();
+        let id = s.id.to_string();
+        let rest = s.rest.clone();
+        let to = s.request.to.clone();
+        let from = s.request.from.clone().unwrap_or_else(|| s.config.twilio.from_number.clone());
+        let timeout = s.config.calls.ring_timeout_secs;
+        let limit = s.max_secs() as u32 + s.config.calls.time_limit_margin_secs;
+        let amd = s.config.twilio.machine_detection;
+        let me2 = me.clone();
+        tokio::spawn(
+            async move {
+                let req = CreateCall {
+                    to: &to,
+                    from: &from,
+                    url: &format!("{base}/twilio/voice/{id}"),
+                    status_callback: &format!("{base}/twilio/status/{id}"),
+                    timeout_secs: timeout,
+                    time_limit_secs: limit,
+                    machine_detection: amd,
+                };
+                let r = rest.create(&req).await;
+                let _ = me2.cast(CallMsg::CarrierCreated(r));
+            }
+            .instrument(span),
+        );
+        Ok(())
+    }
+
+    async fn handle(&self, me: ActorRef<CallMsg>, msg: CallMsg, s: &mut CallState) -> Result<(), ActorProcessingErr> {
+        let span = s.span.clone();
+        self.on_msg(me, msg, s).instrument(span).await
+    }
+
+    async fn handle_supervisor_evt(&self, me: ActorRef<CallMsg>, ev: SupervisionEvent, s: &mut CallState) -> Result<(), ActorProcessingErr> {
+        // A leg that dies ends the call cleanly; its socket reader has usually reported why.
+        if let SupervisionEvent::ActorFailed(cell, err) = ev {
+            let reason = format!("a call leg failed: {err}");
+            let model = s.model.as_ref().is_some_and(|m| m.get_id() == cell.get_id());
+            let input = if model { Input::ModelFailed { reason } } else { Input::StreamDropped };
+            self.apply(&me, s, input).await;
+        }
+        Ok(())
+    }
+
+    async fn post_stop(&self, me: ActorRef<CallMsg>, s: &mut CallState) -> Result<(), ActorProcessingErr> {
+        if !s.machine.ended {
+            // Stopped from outside (supervisor shutdown) without finishing: finish now.
+            self.apply(&me, s, Input::Shutdown).await;
+        }
+        // Legs close their sockets with proper close frames in their own post_stop.
+        me.stop_children_and_wait(Some("call ended".into()), Some(Duration::from_secs(3))).await;
+        Ok(())
+    }
+}
+
+impl CallActor {
+    async fn on_msg(&self, me: ActorRef<CallMsg>, msg: CallMsg, s: &mut CallState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            CallMsg::CarrierCreated(Ok(res)) => {
+                *s.shared.carrier_sid.lock().unwrap_or_else(|e| e.into_inner()) = Some(res.sid.clone());
+                s.emit(EventKind::Carrier { status: res.status.clone(), call_sid: Some(res.sid.clone()), answered_by: None });
+                self.apply(&me, s, Input::CarrierCreated { sid: res.sid }).await;
+            }
+            CallMsg::CarrierCreated(Err(e)) => {
+                let reason = e.to_string();
+                self.apply(&me, s, Input::CarrierRejected { reason }).await;
+            }
+            CallMsg::Carrier(u) => {
+                if let (Some(seq), Some(last)) = (u.sequence, s.last_carrier_seq)
+                    && seq <= last
+                {
+                    return Ok(()); // late or duplicate callback
+                }
+                if u.sequence.is_some() {
+                    s.last_carrier_seq = u.sequence;
+                }
+                s.emit(EventKind::Carrier { status: u.status.clone(), call_sid: Some(u.call_sid.clone()), answered_by: u.answered_by.clone() });
+                self.apply(&me, s, Input::CarrierStatus { status: u.status }).await;
+            }
+            CallMsg::Twiml(reply) => {
+                // The token is handed out once; a second fetch (a retry, or a forger who got
+                // past the signature check) gets a TwiML that hangs up.
+                let xml = if s.machine.ended || s.token_issued {
+                    twiml::hangup()
+                } else {
+                    s.token_issued = true;
+                    let id = s.id.to_string();
+                    twiml::connect_stream(&twiml::media_url(&s.config.public_url, &id), &id, &s.token)
+                };
+                let _ = reply.send(xml);
+            }
+            CallMsg::MediaSocket(socket) => {
+                let Some(from_model) = s.from_model_rx.take().filter(|_| !s.machine.ended) else {
+                    drop(socket); // a second stream for this call, or a call that is over
+                    return Ok(());
+                };
+                let args = TwilioLegArgs {
+                    socket,
+                    token: std::mem::take(&mut s.token),
+                    call: me.clone(),
+                    to_model: s.to_model_tx.clone(),
+                    from_model,
+                };
+                match Actor::spawn_linked(None, TwilioLeg, args, me.get_cell()).await {
+                    Ok((leg, _)) => s.twilio = Some(leg),
+                    Err(e) => tracing::error!("media leg failed to start: {}", root_cause(&e)),
+                }
+            }
+            CallMsg::Media(MediaEvent::Started { .. }) => {
+                s.stream_started = Some(Instant::now());
+                let secs = s.max_secs();
+                me.send_after(Duration::from_secs(secs), || CallMsg::MaxDuration);
+                self.apply(&me, s, Input::StreamStarted).await;
+            }
+            CallMsg::Media(MediaEvent::Dtmf(d)) => s.emit(EventKind::Dtmf { digits: d }),
+            CallMsg::Media(MediaEvent::Stopped) => self.apply(&me, s, Input::StreamStopped).await,
+            CallMsg::Media(MediaEvent::Dropped) => self.apply(&me, s, Input::StreamDropped).await,
+            CallMsg::Media(MediaEvent::Rejected) => {
+                s.emit(EventKind::Error { message: "a media stream with a missing or wrong token was refused".into() });
+            }
+            CallMsg::Model(ev) => self.on_model(&me, s, ev).await,
+            CallMsg::Drained => self.apply(&me, s, Input::PlaybackDrained).await,
+            CallMsg::Cancel(reply) => {
+                let was = s.machine.state;
+                self.apply(&me, s, Input::Cancel).await;
+                let _ = reply.send(CancelOutcome {
+                    canceled: true,
+                    state: s.machine.state,
+                    message: format!("the call was canceled while {was}"),
+                });
+            }
+            CallMsg::MaxDuration => {
+                let secs = s.max_secs();
+                self.apply(&me, s, Input::MaxDuration { secs }).await;
+            }
+            CallMsg::Shutdown(reply) => {
+                self.apply(&me, s, Input::Shutdown).await;
+                let _ = reply.send(());
+            }
+            CallMsg::Panic => panic!("injected panic (test hook)"),
+        }
+        Ok(())
+    }
+}
+
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        msg = c.to_string();
+        cur = c.source();
+    }
+    msg
+}
+
+impl CallActor {
+    async fn on_model(&self, me: &ActorRef<CallMsg>, s: &mut CallState, ev: ModelEvent) {
+        match ev {
+            ModelEvent::SpeechStarted => {
+                let Some(leg) = s.twilio.clone() else { return };
+                // Barge-in: cut the agent at what the callee actually heard.
+                if let Ok(ractor::rpc::CallResult::Success(Some((item, ms)))) =
+                    leg.call(TwilioLegMsg::BargeIn, Some(Duration::from_secs(2))).await
+                    && let Some(m) = &s.model
+                {
+                    let _ = m.cast(ModelLegMsg::Send(realtime::truncate(&item, ms)));
+                }
+            }
+            ModelEvent::AgentSaid(text) => {
+                let offset_ms = s.offset_ms();
+                s.emit(EventKind::Transcript { speaker: Speaker::Agent, text, offset_ms });
+            }
+            ModelEvent::CalleeSaid(text) => {
+                let offset_ms = s.offset_ms();
+                s.emit(EventKind::Transcript { speaker: Speaker::Callee, text, offset_ms });
+            }
+            ModelEvent::FunctionCall { name, call_id, arguments, drained } => {
+                s.emit(EventKind::ToolCall { name: name.clone(), arguments: arguments.clone() });
+                if name == "end_call" {
+                    let status = match arguments["outcome"].as_str() {
+                        Some("success") => OutcomeStatus::Success,
+                        Some("failure") => OutcomeStatus::Failure,
+                        _ => OutcomeStatus::Unknown,
+                    };
+                    let summary = arguments["summary"].as_str().unwrap_or("").to_owned();
+                    let mut outcome = Outcome::new(status, summary);
+                    outcome.data = Some(arguments);
+                    if let Some(m) = &s.model {
+                        let _ = m.cast(ModelLegMsg::Send(realtime::function_output(&call_id, &serde_json::json!({"ok": true}))));
+                    }
+                    s.pending_function = Some((call_id, drained));
+                    self.apply(me, s, Input::AgentEnded { outcome }).await;
+                } else if let Some(m) = &s.model {
+                    let out = serde_json::json!({"error": format!("unknown tool '{name}'")});
+                    let _ = m.cast(ModelLegMsg::Send(realtime::function_output(&call_id, &out)));
+                    let _ = m.cast(ModelLegMsg::Send(realtime::response_create()));
+                }
+            }
+            ModelEvent::Usage(u) => {
+                s.usage.input_tokens += u.input_tokens;
+                s.usage.output_tokens += u.output_tokens;
+                s.usage.total_tokens += u.total_tokens;
+            }
+            ModelEvent::Error(message) => {
+                tracing::warn!("model error: {message}");
+                s.emit(EventKind::Error { message: format!("model: {message}") });
+            }
+            ModelEvent::Closed(reason) => self.apply(me, s, Input::ModelFailed { reason }).await,
+        }
+    }
+
+    /// Feeds the machine and carries out what it says.
+    async fn apply(&self, me: &ActorRef<CallMsg>, s: &mut CallState, input: Input) {
+        for effect in s.machine.step(input) {
+            match effect {
+                Effect::Publish { state, detail, reason } => s.emit(EventKind::State { state, detail, reason }),
+                Effect::Greet => {
+                    if let Some(m) = &s.model {
+                        let _ = m.cast(ModelLegMsg::Send(realtime::response_create()));
+                    }
+                }
+                Effect::AwaitPlayback => {
+                    let rx = s.pending_function.as_mut().and_then(|(_, rx)| rx.take());
+                    let me = me.clone();
+                    tokio::spawn(async move {
+                        if let Some(rx) = rx {
+                            // Bounded: a stalled socket must not keep the call open forever.
+                            let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
+                        }
+                        let _ = me.cast(CallMsg::Drained);
+                    });
+                }
+                Effect::HangUp { cancel } => {
+                    let sid = s.machine.carrier_sid.clone();
+                    let rest = s.rest.clone();
+                    if let Some(sid) = sid {
+                        tokio::spawn(
+                            async move {
+                                let r = if cancel {
+                                    // `canceled` does nothing to an answered call: follow up.
+                                    match rest.set_status(&sid, "canceled").await {
+                                        Ok(c) if c.status == "canceled" => Ok(()),
+                                        _ => rest.hang_up(&sid).await,
+                                    }
+                                } else {
+                                    rest.hang_up(&sid).await
+                                };
+                                if let Err(e) = r {
+                                    tracing::error!("could not hang up the carrier call: {e}");
+                                }
+                            }
+                            .instrument(s.span.clone()),
+                        );
+                    }
+                }
+                Effect::Finish { state, detail, reason, outcome } => {
+                    s.shared.ended.store(true, Ordering::SeqCst);
+                    let duration_secs = s.stream_started.map(|t| t.elapsed().as_secs()).unwrap_or(0);
+                    tracing::info!(state = %state, ?detail, "call ended: {reason}");
+                    s.emit(EventKind::Ended { state, detail, reason: Some(reason), outcome: Some(outcome), duration_secs, usage: s.usage.clone() });
+                    me.stop(Some("call finished".into()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Messages of the CallActor and of the audio channels between its legs.
+
+use ractor::RpcReplyPort;
+use tokio::sync::oneshot;
+
+use crate::engine::{CancelOutcome, CarrierUpdate};
+use crate::model::Usage;
+use crate::twilio::rest::{CallResource, TwilioError};
+
+/// What the model leg sends the Twilio leg, in order, over a bounded channel.
+pub enum ToTwilio {
+    /// A `response.output_audio.delta`: base64 mu-law, forwarded as is.
+    Audio { item_id: String, payload: String },
+    /// Resolve once everything queued before it has played.
+    Drain(oneshot::Sender<()>),
+}
+
+/// Events from the model leg's reader.
+pub enum ModelEvent {
+    SpeechStarted,
+    AgentSaid(String),
+    CalleeSaid(String),
+    FunctionCall { name: String, call_id: String, arguments: serde_json::Value, drained: Option<oneshot::Receiver<()>> },
+    Usage(Usage),
+    Error(String),
+    Closed(String),
+}
+
+/// Events from the Twilio leg's reader.
+pub enum MediaEvent {
+    Started { stream_sid: String },
+    Dtmf(String),
+    /// Twilio sent `stop`.
+    Stopped,
+    /// The socket closed without `stop`.
+    Dropped,
+    /// `start` carried a missing, wrong or reused token; the socket was closed.
+    Rejected,
+}
+
+pub enum CallMsg {
+    CarrierCreated(Result<CallResource, TwilioError>),
+    Carrier(CarrierUpdate),
+    Twiml(RpcReplyPort<String>),
+    MediaSocket(axum::extract::ws::WebSocket),
+    Media(MediaEvent),
+    Model(ModelEvent),
+    Drained,
+    Cancel(RpcReplyPort<CancelOutcome>),
+    MaxDuration,
+    Shutdown(RpcReplyPort<()>),
+    /// Test hook: make this call's actor panic.
+    Panic,
+}

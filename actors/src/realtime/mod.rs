@@ -1,0 +1,117 @@
+//! OpenAI Realtime, GA interface only (protocols/openai-realtime.md): the session the agent
+//! runs in, and the leg actor that owns the socket.
+
+pub mod leg;
+
+use serde_json::json;
+
+use crate::config::EngineConfig;
+use crate::model::CallRequest;
+
+/// The agent's instructions. It is the one calling, it says for whom, and it may use only
+/// the facts it was given: a phone agent that invents a booking name does real harm.
+pub fn instructions(cfg: &EngineConfig, req: &CallRequest) -> String {
+    let mut s = format!(
+        "You are a voice assistant placing an outbound phone call on behalf of {}. You are the caller: \
+         the person who answers did not expect you, so greet them briefly, say who you are calling for and why, \
+         then pursue the goal. Speak naturally and keep every turn short (one or two sentences). \
+         Never invent names, numbers, dates or other facts that are not in the context below; if you are asked \
+         for something you do not know, say you will check and get back to them. \
+         If you reach voicemail, leave a short message with the purpose of the call, then end the call. \
+         When the goal is achieved, cannot be achieved, or the other side wants to stop, say a short goodbye and \
+         then call the end_call tool with the outcome and a one-sentence summary.\n\nGoal: {}\n",
+        cfg.agent.on_behalf_of, req.goal
+    );
+    if let Some(c) = req.context.as_deref().filter(|c| !c.trim().is_empty()) {
+        s.push_str(&format!("Context: {c}\n"));
+    }
+    if let Some(i) = req.instructions.as_deref().filter(|i| !i.trim().is_empty()) {
+        s.push_str(&format!("Additional instructions: {i}\n"));
+    }
+    if let Some(l) = req.language.as_deref() {
+        s.push_str(&format!("Speak {l}.\n"));
+    }
+    s
+}
+
+/// `session.update` for telephony: mu-law both ways so audio passes through untouched.
+pub fn session_update(cfg: &EngineConfig, req: &CallRequest) -> String {
+    let mut transcription = json!({"model": cfg.openai.transcription_model});
+    if let Some(l) = req.language.as_deref().and_then(|l| l.get(..2)) {
+        transcription["language"] = json!(l.to_ascii_lowercase());
+    }
+    json!({
+        "type": "session.update",
+        "session": {
+            "type": "realtime",
+            "model": cfg.openai.model,
+            "instructions": instructions(cfg, req),
+            "output_modalities": ["audio"],
+            "audio": {
+                "input": {
+                    "format": {"type": "audio/pcmu"},
+                    "transcription": transcription,
+                    "turn_detection": {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
+                                       "silence_duration_ms": 500, "create_response": true, "interrupt_response": true}
+                },
+                "output": {"format": {"type": "audio/pcmu"}, "voice": req.voice.clone().unwrap_or_else(|| cfg.openai.voice.clone())}
+            },
+            "tools": [end_call_tool()],
+            "tool_choice": "auto"
+        }
+    })
+    .to_string()
+}
+
+fn end_call_tool() -> serde_json::Value {
+    json!({
+        "type": "function",
+        "name": "end_call",
+        "description": "Hang up. Call this after your goodbye has been said, when the goal is achieved, cannot be achieved, or the other side wants to stop.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "outcome": {"type": "string", "enum": ["success", "failure", "unknown"], "description": "Whether the goal was achieved."},
+                "summary": {"type": "string", "description": "One sentence: what was agreed or why it failed."}
+            },
+            "required": ["outcome", "summary"],
+            "additionalProperties": false
+        }
+    })
+}
+
+pub fn response_create() -> String {
+    r#"{"type":"response.create"}"#.to_owned()
+}
+
+pub fn truncate(item_id: &str, audio_end_ms: u64) -> String {
+    json!({"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0, "audio_end_ms": audio_end_ms}).to_string()
+}
+
+pub fn function_output(call_id: &str, output: &serde_json::Value) -> String {
+    json!({"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": call_id, "output": output.to_string()}}).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_update_is_ga_pcmu_with_goal_and_context_verbatim() {
+        let cfg = EngineConfig::default();
+        let mut req = CallRequest::new("+14155550123", "Book a table for two at 7:30 tonight");
+        req.context = Some("Name: Alex Kim.".into());
+        let v: serde_json::Value = serde_json::from_str(&session_update(&cfg, &req)).unwrap();
+        assert_eq!(v["session"]["type"], "realtime");
+        assert_eq!(v["session"]["audio"]["input"]["format"]["type"], "audio/pcmu");
+        assert_eq!(v["session"]["audio"]["output"]["format"]["type"], "audio/pcmu");
+        assert_eq!(v["session"]["tools"][0]["name"], "end_call");
+        let instr = v["session"]["instructions"].as_str().unwrap();
+        assert!(instr.contains("Book a table for two at 7:30 tonight") && instr.contains("Name: Alex Kim."));
+        // No beta field names anywhere.
+        let text = v.to_string();
+        for beta in ["input_audio_format", "output_audio_format", "g711_ulaw", "\"modalities\""] {
+            assert!(!text.contains(beta), "{beta}");
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! Twilio: the REST client, TwiML, webhook signatures, and the media-stream leg.
+
+pub mod leg;
+pub mod rest;
+pub mod signature;
+pub mod twiml;

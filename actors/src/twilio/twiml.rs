@@ -1,0 +1,67 @@
+//! The TwiML the engine answers with: connect the call's audio to our media socket.
+
+/// Escapes text for an XML attribute value.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `ws(s)://host/twilio/media/{call}` derived from the public `http(s)://` URL. No query
+/// string: Twilio refuses one (error 31920); the token travels as a `<Parameter>`.
+pub fn media_url(public_url: &str, call_id: &str) -> String {
+    let base = public_url.trim_end_matches('/');
+    let ws = if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        base.to_owned()
+    };
+    format!("{ws}/twilio/media/{call_id}")
+}
+
+/// `<Connect><Stream>` with the call id and its single-use token.
+pub fn connect_stream(media_url: &str, call_id: &str, token: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response>\n  <Connect>\n    <Stream url=\"{}\">\n      <Parameter name=\"callId\" value=\"{}\"/>\n      <Parameter name=\"token\" value=\"{}\"/>\n    </Stream>\n  </Connect>\n  <Hangup/>\n</Response>\n",
+        escape(media_url),
+        escape(call_id),
+        escape(token)
+    )
+}
+
+/// A call that must not run (ended or unknown): hang up at once.
+pub fn hangup() -> String {
+    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response>\n  <Hangup/>\n</Response>\n".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_url_follows_public_scheme() {
+        assert_eq!(media_url("https://calls.example.com/", "01J"), "wss://calls.example.com/twilio/media/01J");
+        assert_eq!(media_url("http://127.0.0.1:8080", "01J"), "ws://127.0.0.1:8080/twilio/media/01J");
+    }
+
+    #[test]
+    fn twiml_is_escaped_and_pinned() {
+        let x = connect_stream("wss://h/twilio/media/1", "1", "a\"<&>");
+        assert!(x.contains(r#"<Parameter name="token" value="a&quot;&lt;&amp;&gt;"/>"#), "{x}");
+        assert_eq!(
+            connect_stream("wss://calls.example.com/twilio/media/01JD", "01JD", "tok"),
+            include_str!("../../../tests/fixtures/twilio/connect_stream.xml")
+        );
+    }
+}

@@ -1,0 +1,501 @@
+//! The Media Streams client: Twilio's side of `<Connect><Stream>`, playing the callee.
+//!
+//! One task per stream. Every tick (20 ms of audio, divided by the speed factor) it plays
+//! 20 ms of what the engine queued (echoing marks once the audio before them has played),
+//! advances the callee's script, and sends one 160-byte inbound frame (speech or silence).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use super::{Control, SimCall, TwimlSource, sign, twiml};
+use crate::sim::scenario::{Faults, Scenario, Step};
+use crate::sim::stats::Dir;
+use crate::sim::voice::{self, FRAME_BYTES, SILENCE};
+use crate::sim::{Side, SimState};
+
+pub(super) enum StreamEnd {
+    /// The engine closed the socket: TwiML goes on.
+    ServerClosed,
+    Redirect(TwimlSource),
+    /// The call is over; who ended it.
+    Ended(&'static str),
+}
+
+/// Playback position bookkeeping for agent audio.
+struct Heard {
+    /// Line being heard: text, its expected audio, bytes played so far.
+    current: Option<(Arc<str>, Vec<u8>, usize)>,
+    /// Bytes of a line whose first frame has not fully played yet.
+    start: Vec<u8>,
+    /// Complete (or cut) lines heard so far.
+    count: usize,
+    /// After an unrecognisable start, ignore audio until playback goes idle.
+    garbage: bool,
+}
+
+/// The callee's script position; survives a redirect that opens a new stream.
+pub(super) struct Callee {
+    steps: Vec<Step>,
+    idx: usize,
+    heard_consumed: usize,
+    wait_ticks: u64,
+    step_started: bool,
+    speaking: Option<(Arc<str>, Vec<String>, usize)>,
+}
+
+impl Callee {
+    pub(super) fn new(st: &SimState, scenario: Option<&Scenario>) -> Callee {
+        // Machine answers script their greeting and beep as callee lines, like any callee.
+        let _ = st;
+        let steps = scenario.map(|s| s.script.clone()).unwrap_or_default();
+        Callee { steps, idx: 0, heard_consumed: 0, wait_ticks: 0, step_started: false, speaking: None }
+    }
+}
+
+enum Action {
+    Dtmf(String),
+    Hangup,
+}
+
+impl Callee {
+    /// One tick of the script. Returns the payload of the frame to send (speech) if any.
+    fn tick(&mut self, st: &SimState, call: &SimCall, heard: &Heard, idle_ticks: u64, actions: &mut Vec<Action>) -> Option<String> {
+        if let Some((text, frames, pos)) = self.speaking.as_mut() {
+            let f = frames[*pos].clone();
+            *pos += 1;
+            if *pos == frames.len() {
+                let t = text.clone();
+                call.with(|c| c.callee_said.push(t.to_string()));
+                self.speaking = None;
+                self.advance();
+            }
+            return Some(f);
+        }
+        for _ in 0..8 {
+            let Some(step) = self.steps.get(self.idx).cloned() else { return None };
+            if !self.step_started {
+                self.step_started = true;
+                self.wait_ticks = step.pause_ms.unwrap_or(0) / 20 + step.silence_ms.unwrap_or(0) / 20;
+            }
+            if self.wait_ticks > 0 {
+                self.wait_ticks -= 1;
+                return None;
+            }
+            if step.agent.is_some() {
+                let next_barges = self.steps.get(self.idx + 1).is_some_and(|n| n.barge_in_after_ms.is_some());
+                if next_barges && heard.current.is_some() && heard.count == self.heard_consumed {
+                    // The line we will interrupt is playing now.
+                    self.advance();
+                    continue;
+                }
+                if heard.count > self.heard_consumed {
+                    self.heard_consumed += 1;
+                    self.advance();
+                    continue;
+                }
+                return None;
+            }
+            if let Some(text) = &step.callee {
+                let ready = match step.barge_in_after_ms {
+                    Some(ms) => heard.current.as_ref().is_some_and(|(_, _, played)| *played as u64 >= ms * 8) || (heard.current.is_none() && idle_ticks >= 15),
+                    None => idle_ticks >= 15,
+                };
+                if !ready {
+                    return None;
+                }
+                if heard.current.is_some() && step.barge_in_after_ms.is_some() {
+                    // The line being interrupted counts as heard.
+                    self.heard_consumed = heard.count + 1;
+                }
+                let audio = st.voices.register(text);
+                let frames = audio.chunks(FRAME_BYTES).map(|f| base64::engine::general_purpose::STANDARD.encode(f)).collect();
+                self.speaking = Some((Arc::from(text.as_str()), frames, 0));
+                return self.tick(st, call, heard, idle_ticks, actions);
+            }
+            if let Some(d) = &step.dtmf {
+                actions.push(Action::Dtmf(d.clone()));
+                self.advance();
+                continue;
+            }
+            if let Some(d) = &step.expect_digits {
+                if call.with(|c| c.digits_received.contains(d.as_str())) {
+                    self.advance();
+                    continue;
+                }
+                return None;
+            }
+            if step.hangup {
+                actions.push(Action::Hangup);
+                self.advance();
+                return None;
+            }
+            // silence_ms: already waited.
+            self.advance();
+        }
+        None
+    }
+
+    fn advance(&mut self) {
+        self.idx += 1;
+        self.step_started = false;
+    }
+}
+
+enum Queued {
+    Audio(Vec<u8>),
+    Mark(String),
+}
+
+fn media_json(seq: u64, chunk: u64, ts: u64, payload: &str, sid: &str) -> String {
+    format!(
+        r#"{{"event":"media","sequenceNumber":"{seq}","media":{{"track":"inbound","chunk":"{chunk}","timestamp":"{ts}","payload":"{payload}"}},"streamSid":"{sid}"}}"#
+    )
+}
+
+pub(super) async fn run_stream(
+    st: &Arc<SimState>,
+    call: &Arc<SimCall>,
+    stream: &twiml::Stream,
+    callee: &mut Callee,
+    ctl: &mut mpsc::UnboundedReceiver<Control>,
+    deadline: tokio::time::Instant,
+    faults: &Faults,
+) -> StreamEnd {
+    let url = &stream.url;
+    let loopback = ["ws://127.0.0.1", "ws://localhost", "ws://[::1]"].iter().any(|p| url.starts_with(p));
+    if !url.starts_with("wss://") && !loopback {
+        st.violations.record(Side::Twiml, Some(&call.sid), "stream-url-scheme", "<Stream url> must be wss:// (ws:// only on loopback) — Twilio error 31922", url);
+        return StreamEnd::Ended("application-error");
+    }
+    let mut request = match url.as_str().into_client_request() {
+        Ok(r) => r,
+        Err(e) => {
+            st.violations.record(Side::Twiml, Some(&call.sid), "stream-url-invalid", format!("<Stream url> is not a valid URL: {e}"), url);
+            return StreamEnd::Ended("application-error");
+        }
+    };
+    let sig = sign::signature(&st.config.auth_token, url, &[]);
+    request.headers_mut().insert("X-Twilio-Signature", sig.parse().expect("base64 is a valid header value"));
+    let ws = match tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(request)).await {
+        Ok(Ok((ws, _))) => ws,
+        Ok(Err(e)) => {
+            st.violations.record(Side::Media, Some(&call.sid), "stream-connect-failed", format!("could not open the media WebSocket: {e}"), url);
+            return StreamEnd::Ended("application-error");
+        }
+        Err(_) => return StreamEnd::Ended("application-error"),
+    };
+    let (mut tx, mut rx) = ws.split();
+    let stream_sid = st.twilio.next_sid("MZ");
+    let account = st.config.account_sid.clone();
+    let custom: BTreeMap<String, String> = stream.parameters.clone();
+    let start = json!({
+        "event": "start", "sequenceNumber": "1",
+        "start": {
+            "accountSid": account, "streamSid": stream_sid, "callSid": call.sid,
+            "tracks": ["inbound"],
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            "customParameters": custom,
+        },
+        "streamSid": stream_sid,
+    });
+    let hello = json!({"event": "connected", "protocol": "Call", "version": "1.0.0"});
+    if tx.send(Message::text(hello.to_string())).await.is_err() || tx.send(Message::text(start.to_string())).await.is_err() {
+        return StreamEnd::ServerClosed;
+    }
+    let silence_b64 = base64::engine::general_purpose::STANDARD.encode([SILENCE; FRAME_BYTES]);
+    let mut seq: u64 = 2;
+    let mut chunk: u64 = 1;
+    let mut queue: VecDeque<Queued> = VecDeque::new();
+    let mut heard = Heard { current: None, start: Vec::new(), count: 0, garbage: false };
+    let mut idle_ticks: u64 = 0;
+    let period = Duration::from_secs_f64(0.020 / st.config.speed.max(0.001));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let t0 = tokio::time::Instant::now();
+    let drop_at = faults.media_drop_at_ms.map(|ms| t0 + st.config.scaled(ms));
+    let far_future = t0 + Duration::from_secs(86_400 * 365);
+    let mut actions = Vec::new();
+    let sid = call.sid.clone();
+
+    let end = loop {
+        tokio::select! {
+            msg = rx.next() => {
+                let Some(Ok(msg)) = msg else { break StreamEnd::ServerClosed };
+                match msg {
+                    Message::Text(t) => {
+                        if let Some(end) = on_engine_message(st, call, &stream_sid, t.as_str(), &mut queue, &mut heard, &mut tx, &mut seq).await {
+                            break end;
+                        }
+                    }
+                    Message::Binary(_) => st.violations.record(Side::Media, Some(&sid), "binary-frame", "Media Streams accept text frames only (Twilio warning 31950)", "<binary>"),
+                    Message::Close(_) => break StreamEnd::ServerClosed,
+                    _ => {}
+                }
+            }
+            _ = ticker.tick() => {
+                // Play 20 ms of queued agent audio; echo marks whose audio has played.
+                let mut budget = FRAME_BYTES;
+                let mut played_any = false;
+                while let Some(front) = queue.front_mut() {
+                    match front {
+                        Queued::Mark(_) => {
+                            let Some(Queued::Mark(name)) = queue.pop_front() else { unreachable!() };
+                            let m = json!({"event": "mark", "sequenceNumber": seq.to_string(), "streamSid": stream_sid, "mark": {"name": name}});
+                            seq += 1;
+                            call.with(|c| c.marks_echoed += 1);
+                            if tx.send(Message::text(m.to_string())).await.is_err() { break; }
+                        }
+                        Queued::Audio(bytes) if budget > 0 => {
+                            let n = budget.min(bytes.len());
+                            let played: Vec<u8> = bytes.drain(..n).collect();
+                            budget -= n;
+                            played_any = true;
+                            hear(st, call, &mut heard, &played);
+                            if bytes.is_empty() { queue.pop_front(); }
+                        }
+                        Queued::Audio(_) => break,
+                    }
+                }
+                if played_any { idle_ticks = 0 } else {
+                    idle_ticks += 1;
+                    if idle_ticks == 1 { line_paused(st, call, &mut heard); }
+                }
+                actions.clear();
+                let speech = callee.tick(st, call, &heard, idle_ticks, &mut actions);
+                let ts = (chunk - 1) * 20;
+                let text = match &speech {
+                    Some(p) => {
+                        if st.stats.enabled() {
+                            if let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(p) { st.stats.sent(Dir::Uplink, &raw); }
+                        }
+                        media_json(seq, chunk, ts, p, &stream_sid)
+                    }
+                    None => media_json(seq, chunk, ts, &silence_b64, &stream_sid),
+                };
+                seq += 1;
+                chunk += 1;
+                if tx.send(Message::text(text)).await.is_err() { break StreamEnd::ServerClosed; }
+                let mut hang = false;
+                for a in actions.drain(..) {
+                    match a {
+                        Action::Dtmf(digits) => for d in digits.chars() {
+                            let m = json!({"event": "dtmf", "streamSid": stream_sid, "sequenceNumber": seq.to_string(), "dtmf": {"track": "inbound_track", "digit": d.to_string()}});
+                            seq += 1;
+                            let _ = tx.send(Message::text(m.to_string())).await;
+                        },
+                        Action::Hangup => hang = true,
+                    }
+                }
+                if hang { break StreamEnd::Ended("callee"); }
+            }
+            c = ctl.recv() => match c {
+                Some(Control::Complete) => break StreamEnd::Ended("api-completed"),
+                Some(Control::Redirect(src)) => break StreamEnd::Redirect(src),
+                Some(Control::Cancel) | None => {}
+            },
+            _ = tokio::time::sleep_until(deadline) => break StreamEnd::Ended("time-limit"),
+            _ = tokio::time::sleep_until(drop_at.unwrap_or(far_future)) => {
+                // Fault: the connection vanishes without a close frame.
+                drop(tx);
+                drop(rx);
+                return StreamEnd::Ended("media-dropped");
+            }
+        }
+    };
+    if !matches!(end, StreamEnd::ServerClosed) {
+        let stop = json!({"event": "stop", "sequenceNumber": seq.to_string(), "stop": {"accountSid": account, "callSid": sid}, "streamSid": stream_sid});
+        let _ = tx.send(Message::text(stop.to_string())).await;
+        let _ = tx.send(Message::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "".into() }))).await;
+        // Anything the engine sends after `stop` is a violation; read briefly to catch it.
+        let _ = tokio::time::timeout(Duration::from_millis(200), async {
+            while let Some(Ok(m)) = rx.next().await {
+                if let Message::Text(t) = m {
+                    st.violations.record(Side::Media, Some(&sid), "after-stop", "message sent after the stream was stopped", t.as_str());
+                }
+            }
+        })
+        .await;
+    }
+    end
+}
+
+/// Feeds played agent audio to the recogniser, checking every byte against the line's audio.
+fn hear(st: &SimState, call: &SimCall, h: &mut Heard, bytes: &[u8]) {
+    if h.garbage {
+        return;
+    }
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        if let Some((text, expected, played)) = h.current.as_mut() {
+            let n = rest.len().min(expected.len() - *played);
+            if rest[..n] != expected[*played..*played + n] {
+                st.violations.record(Side::Media, Some(&call.sid), "altered-audio", format!("agent audio for '{text}' differs from what the model sent at byte {}", *played), "");
+                h.garbage = true;
+                h.current = None;
+                return;
+            }
+            *played += n;
+            rest = &rest[n..];
+            if *played == expected.len() {
+                let t = text.to_string();
+                call.with(|c| c.agent_heard.push(t));
+                h.count += 1;
+                h.current = None;
+            }
+        } else {
+            let need = FRAME_BYTES - h.start.len();
+            let n = need.min(rest.len());
+            h.start.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            if h.start.len() == FRAME_BYTES {
+                match st.voices.recognize_start(&h.start) {
+                    Some(text) => {
+                        let expected = voice::synthesize(&text);
+                        if expected[..FRAME_BYTES] != h.start[..] {
+                            h.garbage = true;
+                            return;
+                        }
+                        h.current = Some((text, expected, FRAME_BYTES));
+                        h.start.clear();
+                        // A line shorter than one frame cannot exist (min 400 ms).
+                    }
+                    None => {
+                        st.violations.record(Side::Media, Some(&call.sid), "unrecognized-audio", "agent audio that matches no line the model said", "");
+                        h.garbage = true;
+                        h.start.clear();
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Playback went idle: a partly heard line stays current (more may come); garbage resets.
+fn line_paused(_st: &SimState, _call: &SimCall, h: &mut Heard) {
+    h.garbage = false;
+    h.start.clear();
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn on_engine_message<S>(
+    st: &SimState,
+    call: &SimCall,
+    stream_sid: &str,
+    text: &str,
+    queue: &mut VecDeque<Queued>,
+    heard: &mut Heard,
+    tx: &mut S,
+    seq: &mut u64,
+) -> Option<StreamEnd>
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    let sid = &call.sid;
+    let bad = |rule: &str, msg: &str| st.violations.record(Side::Media, Some(sid), rule, msg, text);
+    let v: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(_) => {
+            bad("not-json", "message is not JSON (Twilio error 31951)");
+            return None;
+        }
+    };
+    let Some(obj) = v.as_object() else {
+        bad("not-object", "message is not a JSON object (31951)");
+        return None;
+    };
+    let event = obj.get("event").and_then(Value::as_str).unwrap_or("");
+    let allowed: &[&str] = match event {
+        "media" => &["event", "streamSid", "media"],
+        "mark" => &["event", "streamSid", "mark"],
+        "clear" => &["event", "streamSid"],
+        other => {
+            bad("unknown-event", &format!("unknown event '{other}': only media, mark and clear may be sent (31951)"));
+            return None;
+        }
+    };
+    if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        bad("extra-field", &format!("'{event}' message has unknown field '{k}' (31951)"));
+    }
+    match obj.get("streamSid").and_then(Value::as_str) {
+        Some(s) if s == stream_sid => {}
+        Some(_) => {
+            bad("wrong-stream-sid", "streamSid does not match this stream (31951)");
+            return None;
+        }
+        None => {
+            bad("missing-stream-sid", "streamSid is missing (31951)");
+            return None;
+        }
+    }
+    match event {
+        "media" => {
+            let media = obj.get("media").and_then(Value::as_object);
+            let payload = media.and_then(|m| m.get("payload")).and_then(Value::as_str);
+            if let Some(m) = media
+                && let Some(k) = m.keys().find(|k| *k != "payload")
+            {
+                bad("extra-field", &format!("media has unknown field '{k}' (31951)"));
+            }
+            let Some(p) = payload else {
+                bad("missing-payload", "media.payload is missing (31951)");
+                return None;
+            };
+            match base64::engine::general_purpose::STANDARD.decode(p) {
+                Ok(bytes) if !bytes.is_empty() => {
+                    st.stats.received(Dir::Downlink, &bytes);
+                    if let Some(Queued::Audio(last)) = queue.back_mut() {
+                        last.extend_from_slice(&bytes);
+                    } else {
+                        queue.push_back(Queued::Audio(bytes));
+                    }
+                }
+                Ok(_) => bad("empty-payload", "media.payload is empty"),
+                Err(_) => bad("bad-payload", "media.payload is not standard base64"),
+            }
+        }
+        "mark" => match obj.get("mark").and_then(|m| m.get("name")).and_then(Value::as_str) {
+            Some(name) if !name.is_empty() => queue.push_back(Queued::Mark(name.to_owned())),
+            _ => bad("mark-without-name", "mark.name is required"),
+        },
+        "clear" => {
+            call.with(|c| c.clears += 1);
+            let mut dropped = 0u64;
+            let mut marks = Vec::new();
+            for q in queue.drain(..) {
+                match q {
+                    Queued::Audio(b) => dropped += b.len() as u64,
+                    Queued::Mark(n) => marks.push(n),
+                }
+            }
+            call.with(|c| c.cleared_bytes += dropped);
+            if let Some((text, _, _)) = heard.current.take() {
+                let t = text.to_string();
+                call.with(|c| {
+                    c.agent_heard.push(t.clone());
+                    c.agent_cut.push(t);
+                });
+                heard.count += 1;
+            }
+            heard.start.clear();
+            for name in marks {
+                let m = json!({"event": "mark", "sequenceNumber": seq.to_string(), "streamSid": stream_sid, "mark": {"name": name}});
+                *seq += 1;
+                call.with(|c| c.marks_echoed += 1);
+                let _ = tx.send(Message::text(m.to_string())).await;
+            }
+        }
+        _ => {}
+    }
+    None
+}

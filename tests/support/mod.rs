@@ -1,0 +1,64 @@
+//! Shared helpers for the integration tests: the whole system on loopback, and polling with
+//! deadlines instead of sleeps.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use switchboard::config::Config;
+use switchboard::local::LocalStack;
+use switchboard::sim::scenario::Scenario;
+use switchboard::sim::SimConfig;
+use switchboard_actors::{CallId, CallRecord, CallRequest};
+
+/// Simulated time runs this many times faster than real time in tests.
+pub const SPEED: f64 = 4.0;
+
+pub async fn stack(scenarios: Vec<Scenario>) -> LocalStack {
+    stack_with(scenarios, |_, _| {}).await
+}
+
+pub async fn stack_with(scenarios: Vec<Scenario>, tweak: impl FnOnce(&mut SimConfig, &mut Config)) -> LocalStack {
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+    let mut sim = SimConfig { speed: SPEED, scenarios, ..SimConfig::default() };
+    let mut config = Config::default();
+    config.server.bind = "127.0.0.1:0".into();
+    config.engine.calls.ring_timeout_secs = 10;
+    tweak(&mut sim, &mut config);
+    LocalStack::start(sim, config, None).await.expect("the local stack starts")
+}
+
+pub fn builtin(name: &str) -> Scenario {
+    Scenario::builtin_named(name).unwrap_or_else(|| panic!("no built-in scenario {name}"))
+}
+
+pub fn request_for(s: &Scenario) -> CallRequest {
+    let mut r = CallRequest::new(s.number.clone(), s.agent.goal.clone());
+    r.context = s.agent.context.clone();
+    r
+}
+
+/// Waits for the call to end (bounded), returning its final record.
+pub async fn finished(stack: &LocalStack, id: CallId, within: Duration) -> CallRecord {
+    let rec = stack.engine.wait(id, within).await.expect("the call exists");
+    assert!(rec.state.is_terminal(), "call {id} did not end within {within:?}: {rec:?}");
+    rec
+}
+
+/// Polls `cond` every 20 ms until it holds or `within` passes.
+pub async fn eventually<F: FnMut() -> bool>(within: Duration, mut cond: F) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn assert_no_violations(stack: &LocalStack) {
+    let v = stack.sim.violations();
+    assert!(v.is_empty(), "simulator recorded protocol violations: {v:#?}");
+}
