@@ -116,6 +116,7 @@ impl From<EngineError> for ApiError {
             EngineError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             EngineError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
             EngineError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            EngineError::Config(_) => (StatusCode::INTERNAL_SERVER_ERROR, "config_error"),
         };
         if status.is_server_error() {
             tracing::error!(error = %e, "API request failed");
