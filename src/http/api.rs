@@ -115,6 +115,7 @@ impl From<EngineError> for ApiError {
             EngineError::AtCapacity { .. } => (StatusCode::TOO_MANY_REQUESTS, "at_capacity"),
             EngineError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             EngineError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
+            EngineError::Config(_) => (StatusCode::INTERNAL_SERVER_ERROR, "configuration"),
             EngineError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             EngineError::Config(_) => (StatusCode::INTERNAL_SERVER_ERROR, "config_error"),
         };

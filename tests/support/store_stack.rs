@@ -38,7 +38,12 @@ pub async fn start_in(dir: TempDir, tweak: impl FnOnce(&mut Config)) -> Stack {
     config.server.api_token = Some(SecretString::from(TOKEN));
     config.store.data_dir = dir.path().to_owned();
     tweak(&mut config);
-    let stack = LocalStack::start(SimConfig::default(), config, Some(store.clone()))
+    // Scripted time at 4x keeps a whole call to a few seconds.
+    let sim = SimConfig {
+        speed: 4.0,
+        ..SimConfig::default()
+    };
+    let stack = LocalStack::start(sim, config, Some(store.clone()))
         .await
         .expect("local stack starts");
     let base = format!("http://{}", stack.http_addr);
