@@ -117,7 +117,6 @@ impl From<EngineError> for ApiError {
             EngineError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
             EngineError::Config(_) => (StatusCode::INTERNAL_SERVER_ERROR, "configuration"),
             EngineError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-            EngineError::Config(_) => (StatusCode::INTERNAL_SERVER_ERROR, "config_error"),
         };
         if status.is_server_error() {
             tracing::error!(error = %e, "API request failed");
