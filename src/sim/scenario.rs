@@ -292,10 +292,36 @@ pub fn bench_scenarios(n: usize, turns: usize) -> Vec<Scenario> {
         .collect()
 }
 
-const BUILTIN: &[(&str, &str)] = &[(
-    "restaurant.toml",
-    include_str!("../../examples/scenarios/restaurant.toml"),
-)];
+const BUILTIN: &[(&str, &str)] = &[
+    (
+        "restaurant.toml",
+        include_str!("../../examples/scenarios/restaurant.toml"),
+    ),
+    (
+        "busy.toml",
+        include_str!("../../examples/scenarios/busy.toml"),
+    ),
+    (
+        "no_answer.toml",
+        include_str!("../../examples/scenarios/no_answer.toml"),
+    ),
+    (
+        "voicemail.toml",
+        include_str!("../../examples/scenarios/voicemail.toml"),
+    ),
+    (
+        "ivr.toml",
+        include_str!("../../examples/scenarios/ivr.toml"),
+    ),
+    (
+        "interrupt.toml",
+        include_str!("../../examples/scenarios/interrupt.toml"),
+    ),
+    (
+        "hangup.toml",
+        include_str!("../../examples/scenarios/hangup.toml"),
+    ),
+];
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,289 @@
+//! Every way a call can end, each with its state, detail and outcome, against the simulator.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use switchboard_actors::{CallDetail, CallRequest, CallState};
+
+const WITHIN: Duration = Duration::from_secs(60);
+
+/// A copy of the restaurant scenario on its own number, for fault injection.
+fn restaurant_on(number: &str) -> switchboard::sim::Scenario {
+    let mut s = builtin("restaurant");
+    s.name = format!("restaurant-{number}");
+    s.number = number.into();
+    s
+}
+
+async fn sim_call_ended(
+    stack: &switchboard::local::LocalStack,
+) -> switchboard::sim::twilio::CallSummary {
+    let sim = stack.sim.state().clone();
+    let done = ["completed", "busy", "no-answer", "failed", "canceled"];
+    assert!(
+        eventually(Duration::from_secs(10), || sim
+            .twilio
+            .calls()
+            .first()
+            .is_some_and(|c| done.contains(&c.status.as_str())))
+        .await,
+        "the simulated carrier call never ended: {:?}",
+        sim.twilio.calls()
+    );
+    sim.twilio.calls().remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_line_fails_with_detail_busy() {
+    let s = builtin("busy");
+    let stack = stack(vec![s.clone()]).await;
+    let id = stack.engine.place_call(request_for(&s)).await.unwrap();
+    let rec = finished(&stack, id, WITHIN).await;
+    assert_eq!(
+        (rec.state, rec.detail),
+        (CallState::Failed, CallDetail::Busy)
+    );
+    assert!(!rec.outcome.unwrap().success);
+    assert_eq!(sim_call_ended(&stack).await.status, "busy");
+    assert_no_violations(&stack);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_call_fails_with_detail_no_answer() {
+    let s = builtin("no_answer");
+    let stack = stack_with(vec![s.clone()], |_, c| c.engine.calls.ring_timeout_secs = 2).await;
+    let id = stack.engine.place_call(request_for(&s)).await.unwrap();
+    let rec = finished(&stack, id, WITHIN).await;
+    assert_eq!(
+        (rec.state, rec.detail),
+        (CallState::Failed, CallDetail::NoAnswer),
+        "{rec:?}"
+    );
+    assert_eq!(sim_call_ended(&stack).await.status, "no-answer");
+    assert_no_violations(&stack);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trial_account_refusal_21219_fails_with_the_plain_reason() {
+    let s = builtin("restaurant");
+    let stack = stack_with(vec![s.clone()], |sim, _| {
+        sim.trial = true;
+        sim.verified = vec![];
+    })
+    .await;
+    let id = stack.engine.place_call(request_for(&s)).await.unwrap();
+    let rec = finished(&stack, id, WITHIN).await;
+    assert_eq!(
+        (rec.state, rec.detail),
+        (CallState::Failed, CallDetail::CarrierFailed)
+    );
+    let reason = rec.reason.unwrap();
+    assert!(
+        reason.contains("the destination is not verified on this trial account"),
+        "{reason}"
+    );
+    assert!(
+        stack.sim.state().twilio.calls().is_empty(),
+        "no carrier call was created"
+    );
+    assert_no_violations(&stack);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_while_ringing_cancels_the_carrier_call() {
+    let mut s = restaurant_on("+12125550150");
+    s.answer.ring_ms = 60_000;
+    let stack = stack(vec![s.clone()]).await;
+    let id = stack.engine.place_call(request_for(&s)).await.unwrap();
+    let engine = stack.engine.clone();
+    let mut ringing = false;
+    for _ in 0..200 {
+        if engine.status(id).await.unwrap().detail == CallDetail::Ringing {
+            ringing = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ringing, "the call never rang");
+    let out = stack.engine.cancel(id).await.unwrap();
+    assert!(out.canceled && out.state == CallState::Canceled, "{out:?}");
+    let rec = finished(&stack, id, WITHIN).await;
+    assert_eq!(
+        (rec.state, rec.detail),
+        (CallState::Canceled, CallDetail::CanceledByUser)
+    );
+    assert_eq!(sim_call_ended(&stack).await.status, "canceled");
+    // Canceling again says plainly that it had already ended.
+    let again = stack.engine.cancel(id).await.unwrap();
+    assert!(
+        !again.canceled && again.message.contains("already ended"),
+        "{again:?}"
+    );
+    assert_no_violations(&stack);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_while_connected_hangs_up() {
+    let s = restaurant_on("+12125550151");
+    let stack = stack(vec![s.clone()]).await;
+    let id = stack.engine.place_call(request_for(&s)).await.unwrap();
+    let mut connected = false;
+    for _ in 0..500 {
+        if stack.engine.status(id).await.unwrap().state == CallState::Connected {
+            connected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(connected, "the call never connected");
+    let out = stack.engine.cancel(id).await.unwrap();
+    assert!(out.canceled, "{out:?}");
+    let rec = finished(&stack, id, WITHIN).await;
+    assert_eq!(
+        (rec.state, rec.detail),
+        (CallState::Canceled, CallDetail::CanceledByUser)
+    );
+    let sim = sim_call_ended(&stack).await;
+    assert_eq!(sim.status, "completed");
+    assert!(
+        matches!(
+            sim.ended_by.as_deref(),
+            Some("api-completed" | "twiml-hangup")
+        ),
+        "{sim:?}"
+    );
+    assert_no_violations(&stack);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callee_hanging_up_completes_the_call() {
+    let s = builtin("hangup");
+    let stack = stack(vec![s.clone()]).await;
+    let id = stack.engine.place_call(request_for(&s)).await.unwrap();
+    let rec = finished(&stack, id, WITHIN).await;
+    assert_eq!(
+        (rec.state, rec.detail),
+        (CallState::Completed, CallDetail::CalleeHungUp),
+        "{rec:?}"
+    );
+    let turns = stack.engine.transcript(id).await.unwrap();
+    assert!(
+        turns
+            .iter()
+            .any(|t| t.text == "Sorry, I can't talk right now."),
+        "{turns:?}"
+    );
+    assert_eq!(
+        sim_call_ended(&stack).await.ended_by.as_deref(),
+        Some("callee")
+    );
+    assert_no_violations(&stack);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_socket_dropped_mid_call_fails_and_hangs_up() {
+    let mut s = restaurant_on("+12125550152");
+    s.faults.model_drop_at_ms = Some(3000);
+    let stack = stack(vec![s.clone()]).await;
+    let id = stack.engine.place_call(request_for(&s)).await.unwrap();
+    let rec = finished(&stack, id, WITHIN).await;
+    assert_eq!(
+        (rec.state, rec.detail),
+        (CallState::Failed, CallDetail::ModelDisconnected),
+        "{rec:?}"
+    );
+    // The carrier call was ended and the Twilio socket closed (the stream ended, TwiML went on).
+    let sim = sim_call_ended(&stack).await;
+    assert_eq!(sim.status, "completed");
+    assert!(
+        matches!(
+            sim.ended_by.as_deref(),
+            Some("api-completed" | "twiml-hangup")
+        ),
+        "{sim:?}"
+    );
+    assert_no_violations(&stack);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twilio_socket_dropped_fails_and_closes_the_model() {
+    let mut s = restaurant_on("+12125550153");
+    s.faults.media_drop_at_ms = Some(3000);
+    let stack = stack(vec![s.clone()]).await;
+    let id = stack.engine.place_call(request_for(&s)).await.unwrap();
+    let rec = finished(&stack, id, WITHIN).await;
+    assert_eq!(
+        (rec.state, rec.detail),
+        (CallState::Failed, CallDetail::MediaDisconnected),
+        "{rec:?}"
+    );
+    let sim = stack.sim.state().clone();
+    assert!(
+        eventually(Duration::from_secs(5), || sim
+            .realtime
+            .sessions()
+            .first()
+            .is_some_and(|m| m.closed_by.as_deref() == Some("client")))
+        .await,
+        "the engine did not close the model session: {:?}",
+        sim.realtime.sessions()
+    );
+    assert_no_violations(&stack);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_duration_hangs_up_on_time() {
+    // No scenario claims this number: the callee answers and stays silent.
+    let stack = stack(vec![]).await;
+    let mut req = CallRequest::new("+12125550199", "Wait on the line");
+    req.max_duration_secs = Some(10);
+    let id = stack.engine.place_call(req).await.unwrap();
+    let rec = finished(&stack, id, Duration::from_secs(40)).await;
+    assert_eq!(
+        (rec.state, rec.detail),
+        (CallState::Completed, CallDetail::MaxDuration),
+        "{rec:?}"
+    );
+    assert!(
+        (10..=12).contains(&rec.duration_secs),
+        "ended after {} s",
+        rec.duration_secs
+    );
+    let sim = sim_call_ended(&stack).await;
+    assert_eq!(sim.status, "completed");
+    assert_no_violations(&stack);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voicemail_gets_a_message_after_the_beep() {
+    let s = builtin("voicemail");
+    let stack = stack(vec![s.clone()]).await;
+    let id = stack.engine.place_call(request_for(&s)).await.unwrap();
+    let rec = finished(&stack, id, WITHIN).await;
+    assert_eq!(
+        (rec.state, rec.detail),
+        (CallState::Completed, CallDetail::AgentEnded),
+        "{rec:?}"
+    );
+    assert!(rec.outcome.unwrap().success);
+    let sim = sim_call_ended(&stack).await;
+    assert!(
+        sim.agent_heard
+            .last()
+            .is_some_and(|l| l.starts_with("Hi, this is a message")),
+        "{sim:?}"
+    );
+    assert_no_violations(&stack);
+    stack.stop().await;
+}
