@@ -1,0 +1,101 @@
+//! Twilio webhooks without a valid signature change nothing; a media socket without the
+//! call's token is refused.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use support::*;
+use switchboard_actors::CallState;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_signature_is_refused_and_changes_nothing() {
+    let mut s = builtin("restaurant");
+    s.answer.ring_ms = 60_000;
+    let stack = stack(vec![s.clone()]).await;
+    let id = stack.engine.place_call(request_for(&s)).await.unwrap();
+    let before = stack.engine.status(id).await.unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", stack.http_addr);
+    for (path, sig) in [
+        (format!("/twilio/status/{id}"), Some("bm90IGEgc2lnbmF0dXJl")),
+        (format!("/twilio/status/{id}"), None),
+        (
+            format!("/twilio/voice/{id}"),
+            Some("AAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+        ),
+    ] {
+        let mut req = http.post(format!("{base}{path}")).form(&[
+            ("CallSid", "CAforged"),
+            ("CallStatus", "completed"),
+            ("SequenceNumber", "99"),
+        ]);
+        if let Some(sig) = sig {
+            req = req.header("X-Twilio-Signature", sig);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 403, "{path} with {sig:?}");
+    }
+    let after = stack.engine.status(id).await.unwrap();
+    assert_eq!(after.state, CallState::Dialing);
+    assert_eq!(after.last_seq, before.last_seq.max(after.last_seq));
+    assert!(
+        after.carrier_status.as_deref() != Some("completed"),
+        "{after:?}"
+    );
+    stack.engine.cancel(id).await.unwrap();
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_socket_without_the_token_is_refused() {
+    let mut s = builtin("restaurant");
+    s.answer.ring_ms = 60_000;
+    let stack = stack(vec![s.clone()]).await;
+    let id = stack.engine.place_call(request_for(&s)).await.unwrap();
+    let url = format!("ws://{}/twilio/media/{id}", stack.http_addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    ws.send(Message::text(
+        r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#,
+    ))
+    .await
+    .unwrap();
+    let start = serde_json::json!({"event":"start","sequenceNumber":"1","streamSid":"MZforged",
+        "start":{"accountSid":"AC1","streamSid":"MZforged","callSid":"CAforged","tracks":["inbound"],
+                 "mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},
+                 "customParameters":{"callId": id.to_string(), "token":"guessed"}}});
+    ws.send(Message::text(start.to_string())).await.unwrap();
+    // The engine closes the socket with a policy-violation close frame.
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Close(f) = m {
+                return f.map(|f| u16::from(f.code));
+            }
+        }
+        None
+    })
+    .await
+    .expect("the socket was closed");
+    assert_eq!(closed, Some(1008));
+    assert_eq!(
+        stack.engine.status(id).await.unwrap().state,
+        CallState::Dialing,
+        "the forged stream did not connect the call"
+    );
+    // A socket for an unknown call is not even upgraded.
+    let unknown = format!(
+        "ws://{}/twilio/media/01JD3Z8Q5V6N0M8X9K2C4B7A1E",
+        stack.http_addr
+    );
+    assert!(
+        tokio_tungstenite::connect_async(unknown.as_str())
+            .await
+            .is_err()
+    );
+    stack.engine.cancel(id).await.unwrap();
+    stack.stop().await;
+}
