@@ -12,10 +12,10 @@ use ractor::{Actor, ActorRef};
 
 use crate::call::messages::CallMsg;
 use crate::config::EngineConfig;
-use crate::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
-use crate::twilio::rest::TwilioRest;
 use crate::events::{EventBus, EventStream};
 use crate::model::{CallFilter, CallId, CallRecord, CallRequest, CallState, TranscriptTurn};
+use crate::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
+use crate::twilio::rest::TwilioRest;
 use secrecy::ExposeSecret;
 
 use crate::store::{Store, StoreError};
@@ -82,7 +82,9 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 fn rpc<T>(r: Result<CallResult<T>, ractor::MessagingErr<impl Sized>>) -> Result<T, EngineError> {
     match r {
         Ok(CallResult::Success(v)) => Ok(v),
-        Ok(CallResult::Timeout) => Err(EngineError::Internal("the engine did not answer in time".into())),
+        Ok(CallResult::Timeout) => Err(EngineError::Internal(
+            "the engine did not answer in time".into(),
+        )),
         Ok(CallResult::SenderError) | Err(_) => Err(EngineError::ShuttingDown),
     }
 }
@@ -91,19 +93,35 @@ impl Engine {
     /// Starts the supervisor and the event writer over `store`, and reconciles calls the store
     /// says were live when the engine last stopped.
     pub async fn start(config: EngineConfig, store: Arc<dyn Store>) -> Result<Engine, EngineError> {
-        config.validate().map_err(|e| EngineError::Config(e.to_string()))?;
+        config
+            .validate()
+            .map_err(|e| EngineError::Config(e.to_string()))?;
         let config = Arc::new(config);
         let bus = EventBus::start(store);
         let rest = TwilioRest::new(&config.twilio);
-        let args = SupervisorArgs { config: config.clone(), bus: bus.clone(), rest };
+        let args = SupervisorArgs {
+            config: config.clone(),
+            bus: bus.clone(),
+            rest,
+        };
         let (supervisor, _) = Actor::spawn(None, Supervisor, args)
             .await
             .map_err(|e| EngineError::Internal(format!("the supervisor did not start: {e}")))?;
-        Ok(Engine { inner: Arc::new(EngineInner { config, bus, supervisor }) })
+        Ok(Engine {
+            inner: Arc::new(EngineInner {
+                config,
+                bus,
+                supervisor,
+            }),
+        })
     }
 
     async fn lookup(&self, id: CallId) -> Result<Option<ActorRef<CallMsg>>, EngineError> {
-        rpc(self.inner.supervisor.call(|r| SupervisorMsg::Lookup(id, r), Some(RPC_TIMEOUT)).await)
+        rpc(self
+            .inner
+            .supervisor
+            .call(|r| SupervisorMsg::Lookup(id, r), Some(RPC_TIMEOUT))
+            .await)
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -112,7 +130,11 @@ impl Engine {
 
     /// Validates and admits a call; returns as soon as it is admitted (never waits for ringing).
     pub async fn place_call(&self, request: CallRequest) -> Result<CallId, EngineError> {
-        let id = rpc(self.inner.supervisor.call(|r| SupervisorMsg::Place(request, r), Some(RPC_TIMEOUT)).await)??;
+        let id = rpc(self
+            .inner
+            .supervisor
+            .call(|r| SupervisorMsg::Place(request, r), Some(RPC_TIMEOUT))
+            .await)??;
         // The record is readable as soon as place_call returns.
         self.inner.bus.flush().await;
         Ok(id)
@@ -140,7 +162,8 @@ impl Engine {
     /// ended call is not an error: the answer says it had already ended.
     pub async fn cancel(&self, id: CallId) -> Result<CancelOutcome, EngineError> {
         if let Some(call) = self.lookup(id).await?
-            && let Ok(CallResult::Success(out)) = call.call(CallMsg::Cancel, Some(RPC_TIMEOUT)).await
+            && let Ok(CallResult::Success(out)) =
+                call.call(CallMsg::Cancel, Some(RPC_TIMEOUT)).await
         {
             self.inner.bus.flush().await;
             return Ok(out);
@@ -149,7 +172,10 @@ impl Engine {
         Ok(CancelOutcome {
             canceled: false,
             state: rec.state,
-            message: format!("the call had already ended ({}); nothing to cancel", rec.state),
+            message: format!(
+                "the call had already ended ({}); nothing to cancel",
+                rec.state
+            ),
         })
     }
 
@@ -181,12 +207,26 @@ impl Engine {
 
     /// Hangs up every live call, writes their final state, and stops the supervisor.
     pub async fn shutdown(&self) {
-        let live = rpc(self.inner.supervisor.call(SupervisorMsg::Drain, Some(RPC_TIMEOUT)).await).unwrap_or_default();
+        let live = rpc(self
+            .inner
+            .supervisor
+            .call(SupervisorMsg::Drain, Some(RPC_TIMEOUT))
+            .await)
+        .unwrap_or_default();
         for call in live {
-            let _ = call.call(CallMsg::Shutdown, Some(Duration::from_secs(5))).await;
+            let _ = call
+                .call(CallMsg::Shutdown, Some(Duration::from_secs(5)))
+                .await;
         }
         self.inner.bus.flush().await;
-        let _ = self.inner.supervisor.stop_and_wait(Some("engine shutdown".into()), Some(Duration::from_secs(10))).await;
+        let _ = self
+            .inner
+            .supervisor
+            .stop_and_wait(
+                Some("engine shutdown".into()),
+                Some(Duration::from_secs(10)),
+            )
+            .await;
         self.inner.bus.flush().await;
     }
 
@@ -194,17 +234,28 @@ impl Engine {
     #[doc(hidden)]
     pub async fn inject_panic(&self, id: CallId) -> Result<(), EngineError> {
         let call = self.lookup(id).await?.ok_or(EngineError::NotFound(id))?;
-        call.cast(CallMsg::Panic).map_err(|_| EngineError::NotFound(id))
+        call.cast(CallMsg::Panic)
+            .map_err(|_| EngineError::NotFound(id))
     }
 
     // ---- carrier-facing entry points, called by the webhook frontend ----
 
     /// Checks `X-Twilio-Signature` for a request Twilio made to `path_and_query` (relative to
     /// `public_url`, never the Host header) with form `params`.
-    pub fn verify_twilio_signature(&self, path_and_query: &str, params: &[(String, String)], signature: &str) -> bool {
+    pub fn verify_twilio_signature(
+        &self,
+        path_and_query: &str,
+        params: &[(String, String)],
+        signature: &str,
+    ) -> bool {
         let cfg = &self.inner.config;
         let url = format!("{}{}", cfg.public_url.trim_end_matches('/'), path_and_query);
-        crate::twilio::signature::verify(cfg.twilio.auth_token.expose_secret(), &url, params, signature)
+        crate::twilio::signature::verify(
+            cfg.twilio.auth_token.expose_secret(),
+            &url,
+            params,
+            signature,
+        )
     }
 
     /// The same for the media socket, whose signed URL is the `ws(s)://` form with no params.
@@ -212,11 +263,20 @@ impl Engine {
         let cfg = &self.inner.config;
         let base = crate::twilio::twiml::media_url(&cfg.public_url, "");
         let url = format!("{}{}", base.trim_end_matches("/twilio/media/"), path);
-        crate::twilio::signature::verify(cfg.twilio.auth_token.expose_secret(), &url, &[], signature)
+        crate::twilio::signature::verify(
+            cfg.twilio.auth_token.expose_secret(),
+            &url,
+            &[],
+            signature,
+        )
     }
 
     /// The TwiML Twilio should run when `id` is answered.
-    pub async fn twiml(&self, id: CallId, answered_by: Option<String>) -> Result<String, EngineError> {
+    pub async fn twiml(
+        &self,
+        id: CallId,
+        answered_by: Option<String>,
+    ) -> Result<String, EngineError> {
         let _ = answered_by; // AMD results also arrive in status callbacks, which record them.
         match self.lookup(id).await? {
             Some(call) => rpc(call.call(CallMsg::Twiml, Some(RPC_TIMEOUT)).await),
@@ -227,9 +287,15 @@ impl Engine {
         }
     }
 
-    pub async fn carrier_update(&self, id: CallId, update: CarrierUpdate) -> Result<(), EngineError> {
+    pub async fn carrier_update(
+        &self,
+        id: CallId,
+        update: CarrierUpdate,
+    ) -> Result<(), EngineError> {
         match self.lookup(id).await? {
-            Some(call) => call.cast(CallMsg::Carrier(update)).map_err(|_| EngineError::NotFound(id)),
+            Some(call) => call
+                .cast(CallMsg::Carrier(update))
+                .map_err(|_| EngineError::NotFound(id)),
             // A late callback for an ended call changes nothing, but is not an error.
             None => self.status(id).await.map(|_| ()),
         }
@@ -237,9 +303,14 @@ impl Engine {
 
     /// Hands an upgraded Twilio media socket to the call's actor. The socket is checked
     /// (token in `start.customParameters`) by the call, which closes it if it is not its own.
-    pub async fn media_connected(&self, id: CallId, socket: axum::extract::ws::WebSocket) -> Result<(), EngineError> {
+    pub async fn media_connected(
+        &self,
+        id: CallId,
+        socket: axum::extract::ws::WebSocket,
+    ) -> Result<(), EngineError> {
         let call = self.lookup(id).await?.ok_or(EngineError::NotFound(id))?;
-        call.cast(CallMsg::MediaSocket(socket)).map_err(|_| EngineError::NotFound(id))
+        call.cast(CallMsg::MediaSocket(socket))
+            .map_err(|_| EngineError::NotFound(id))
     }
 
     /// Whether the call still has a live actor.

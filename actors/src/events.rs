@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::model::{CallEvent, CallId, NewEvent};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// How many events one append may carry.
 const MAX_BATCH: usize = 512;
@@ -104,6 +104,17 @@ async fn writer(
                             let _ = published.send(Arc::new(ev));
                         }
                         break;
+                    }
+                    Err(StoreError::UnknownCall(id)) => {
+                        // One emitter's bug must not cost every other call its events: drop
+                        // only the events the store cannot place, and write the rest.
+                        let before = batch.len();
+                        batch.retain(|e| e.call_id != id);
+                        tracing::error!(call_id = %id, dropped = before - batch.len(),
+                            "events for a call with no `created` event were refused");
+                        if batch.is_empty() {
+                            break;
+                        }
                     }
                     Err(e) if attempt < 5 => {
                         attempt += 1;

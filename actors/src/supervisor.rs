@@ -12,7 +12,9 @@ use crate::call::messages::CallMsg;
 use crate::config::EngineConfig;
 use crate::engine::EngineError;
 use crate::events::EventBus;
-use crate::model::{CallDetail, CallId, CallRequest, CallState, EventKind, NewEvent, Outcome, OutcomeStatus, Usage};
+use crate::model::{
+    CallDetail, CallId, CallRequest, CallState, EventKind, NewEvent, Outcome, OutcomeStatus, Usage,
+};
 use crate::policy;
 use crate::twilio::rest::TwilioRest;
 
@@ -53,7 +55,9 @@ pub fn validate(cfg: &EngineConfig, req: &CallRequest) -> Result<(), String> {
     if let Some(from) = &req.from
         && !policy::is_e164(from)
     {
-        return Err(format!("from must be an E.164 number like +14155550123, got '{from}'"));
+        return Err(format!(
+            "from must be an E.164 number like +14155550123, got '{from}'"
+        ));
     }
     if req.goal.trim().is_empty() {
         return Err("goal must say what the call should achieve, e.g. 'Book a table for two at 7:30 tonight'".into());
@@ -64,7 +68,10 @@ pub fn validate(cfg: &EngineConfig, req: &CallRequest) -> Result<(), String> {
     if let Some(secs) = req.max_duration_secs
         && (secs < 10 || secs > cfg.calls.max_duration_limit_secs)
     {
-        return Err(format!("the maximum duration must be from 10 to {} seconds, got {secs}", cfg.calls.max_duration_limit_secs));
+        return Err(format!(
+            "the maximum duration must be from 10 to {} seconds, got {secs}",
+            cfg.calls.max_duration_limit_secs
+        ));
     }
     Ok(())
 }
@@ -74,18 +81,38 @@ impl Actor for Supervisor {
     type State = SupervisorState;
     type Arguments = SupervisorArgs;
 
-    async fn pre_start(&self, _me: ActorRef<Self::Msg>, a: SupervisorArgs) -> Result<Self::State, ActorProcessingErr> {
-        Ok(SupervisorState { config: a.config, bus: a.bus, rest: a.rest, by_actor: HashMap::new(), by_call: HashMap::new(), draining: false })
+    async fn pre_start(
+        &self,
+        _me: ActorRef<Self::Msg>,
+        a: SupervisorArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(SupervisorState {
+            config: a.config,
+            bus: a.bus,
+            rest: a.rest,
+            by_actor: HashMap::new(),
+            by_call: HashMap::new(),
+            draining: false,
+        })
     }
 
-    async fn handle(&self, me: ActorRef<Self::Msg>, msg: Self::Msg, s: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        me: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        s: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Place(request, reply) => {
                 let r = self.place(&me, s, request).await;
                 let _ = reply.send(r);
             }
             SupervisorMsg::Lookup(id, reply) => {
-                let actor = s.by_call.get(&id).and_then(|a| s.by_actor.get(a)).map(|l| l.actor.clone());
+                let actor = s
+                    .by_call
+                    .get(&id)
+                    .and_then(|a| s.by_actor.get(a))
+                    .map(|l| l.actor.clone());
                 let _ = reply.send(actor);
             }
             SupervisorMsg::Drain(reply) => {
@@ -97,13 +124,20 @@ impl Actor for Supervisor {
     }
 
     /// A call's end is never the supervisor's end (the default would stop it).
-    async fn handle_supervisor_evt(&self, _me: ActorRef<Self::Msg>, ev: SupervisionEvent, s: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        _me: ActorRef<Self::Msg>,
+        ev: SupervisionEvent,
+        s: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         let (cell, failure) = match ev {
             SupervisionEvent::ActorTerminated(cell, _, _) => (cell, None),
             SupervisionEvent::ActorFailed(cell, err) => (cell, Some(err.to_string())),
             _ => return Ok(()),
         };
-        let Some(live) = s.by_actor.remove(&cell.get_id()) else { return Ok(()) };
+        let Some(live) = s.by_actor.remove(&cell.get_id()) else {
+            return Ok(());
+        };
         s.by_call.remove(&live.id);
         if live.shared.ended.swap(true, Ordering::SeqCst) {
             return Ok(());
@@ -115,7 +149,12 @@ impl Actor for Supervisor {
             None => "the call's actor stopped unexpectedly".into(),
         };
         tracing::error!(call = %live.id, "{reason}");
-        let sid = live.shared.carrier_sid.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let sid = live
+            .shared
+            .carrier_sid
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         if let Some(sid) = sid {
             let rest = s.rest.clone();
             tokio::spawn(async move {
@@ -140,22 +179,43 @@ impl Actor for Supervisor {
 }
 
 impl Supervisor {
-    async fn place(&self, me: &ActorRef<SupervisorMsg>, s: &mut SupervisorState, request: CallRequest) -> Result<CallId, EngineError> {
+    async fn place(
+        &self,
+        me: &ActorRef<SupervisorMsg>,
+        s: &mut SupervisorState,
+        request: CallRequest,
+    ) -> Result<CallId, EngineError> {
         if s.draining {
             return Err(EngineError::ShuttingDown);
         }
         validate(&s.config, &request).map_err(EngineError::InvalidRequest)?;
         if s.by_actor.len() >= s.config.calls.max_concurrent {
-            return Err(EngineError::AtCapacity { active: s.by_actor.len() });
+            return Err(EngineError::AtCapacity {
+                active: s.by_actor.len(),
+            });
         }
         let id = CallId::generate();
-        s.bus.emit(NewEvent::now(id, EventKind::Created { request: request.clone() }));
+        s.bus.emit(NewEvent::now(
+            id,
+            EventKind::Created {
+                request: request.clone(),
+            },
+        ));
         let shared = Arc::new(CallShared::default());
-        let args = CallArgs { id, request, config: s.config.clone(), bus: s.bus.clone(), rest: s.rest.clone(), shared: shared.clone() };
-        match Actor::spawn_linked(Some(format!("call-{id}")), CallActor, args, me.get_cell()).await {
+        let args = CallArgs {
+            id,
+            request,
+            config: s.config.clone(),
+            bus: s.bus.clone(),
+            rest: s.rest.clone(),
+            shared: shared.clone(),
+        };
+        match Actor::spawn_linked(Some(format!("call-{id}")), CallActor, args, me.get_cell()).await
+        {
             Ok((actor, _)) => {
                 s.by_call.insert(id, actor.get_id());
-                s.by_actor.insert(actor.get_id(), Live { id, actor, shared });
+                s.by_actor
+                    .insert(actor.get_id(), Live { id, actor, shared });
                 Ok(id)
             }
             Err(e) => {

@@ -29,10 +29,21 @@ fn refused(status: StatusCode, why: &str) -> Response {
 }
 
 /// Parses and checks a signed form webhook.
-fn signed_form(state: &AppState, uri: &axum::http::Uri, headers: &HeaderMap, body: &Bytes) -> Result<Vec<(String, String)>, Response> {
+fn signed_form(
+    state: &AppState,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Vec<(String, String)>, Response> {
     let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
-    let sig = headers.get("x-twilio-signature").and_then(|v| v.to_str().ok()).unwrap_or("");
-    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or(uri.path());
+    let sig = headers
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or(uri.path());
     if sig.is_empty() || !state.engine.verify_twilio_signature(path, &params, sig) {
         tracing::warn!(path, "webhook refused: bad or missing X-Twilio-Signature");
         return Err(refused(StatusCode::FORBIDDEN, "invalid X-Twilio-Signature"));
@@ -41,7 +52,8 @@ fn signed_form(state: &AppState, uri: &axum::http::Uri, headers: &HeaderMap, bod
 }
 
 fn call_id(id: &str) -> Result<CallId, Response> {
-    id.parse().map_err(|e: String| refused(StatusCode::NOT_FOUND, &e))
+    id.parse()
+        .map_err(|e: String| refused(StatusCode::NOT_FOUND, &e))
 }
 
 fn engine_error(e: EngineError) -> Response {
@@ -51,7 +63,13 @@ fn engine_error(e: EngineError) -> Response {
     }
 }
 
-async fn voice(State(state): State<AppState>, Path(id): Path<String>, OriginalUri(uri): OriginalUri, headers: HeaderMap, body: Bytes) -> Response {
+async fn voice(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let params = match signed_form(&state, &uri, &headers, &body) {
         Ok(p) => p,
         Err(r) => return r,
@@ -60,14 +78,23 @@ async fn voice(State(state): State<AppState>, Path(id): Path<String>, OriginalUr
         Ok(i) => i,
         Err(r) => return r,
     };
-    let answered_by = params.iter().find(|(k, _)| k == "AnsweredBy").map(|(_, v)| v.clone());
+    let answered_by = params
+        .iter()
+        .find(|(k, _)| k == "AnsweredBy")
+        .map(|(_, v)| v.clone());
     match state.engine.twiml(id, answered_by).await {
         Ok(xml) => ([(header::CONTENT_TYPE, "text/xml")], xml).into_response(),
         Err(e) => engine_error(e),
     }
 }
 
-async fn status(State(state): State<AppState>, Path(id): Path<String>, OriginalUri(uri): OriginalUri, headers: HeaderMap, body: Bytes) -> Response {
+async fn status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let params = match signed_form(&state, &uri, &headers, &body) {
         Ok(p) => p,
         Err(r) => return r,
@@ -91,10 +118,18 @@ async fn status(State(state): State<AppState>, Path(id): Path<String>, OriginalU
     }
 }
 
-async fn media(State(state): State<AppState>, Path(id): Path<String>, OriginalUri(uri): OriginalUri, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+async fn media(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
     // Twilio signs the upgrade (over the ws(s):// URL); when the header is present it must
     // be right. The call's single-use token in `start` is checked either way.
-    if let Some(sig) = headers.get("x-twilio-signature").and_then(|v| v.to_str().ok())
+    if let Some(sig) = headers
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok())
         && !state.engine.verify_media_signature(uri.path(), sig)
     {
         tracing::warn!("media socket refused: bad X-Twilio-Signature");

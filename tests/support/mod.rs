@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use switchboard::config::Config;
 use switchboard::local::LocalStack;
-use switchboard::sim::scenario::Scenario;
 use switchboard::sim::SimConfig;
+use switchboard::sim::scenario::Scenario;
 use switchboard_actors::{CallId, CallRecord, CallRequest};
 
 /// Simulated time runs this many times faster than real time in tests.
@@ -17,14 +17,26 @@ pub async fn stack(scenarios: Vec<Scenario>) -> LocalStack {
     stack_with(scenarios, |_, _| {}).await
 }
 
-pub async fn stack_with(scenarios: Vec<Scenario>, tweak: impl FnOnce(&mut SimConfig, &mut Config)) -> LocalStack {
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
-    let mut sim = SimConfig { speed: SPEED, scenarios, ..SimConfig::default() };
+pub async fn stack_with(
+    scenarios: Vec<Scenario>,
+    tweak: impl FnOnce(&mut SimConfig, &mut Config),
+) -> LocalStack {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let mut sim = SimConfig {
+        speed: SPEED,
+        scenarios,
+        ..SimConfig::default()
+    };
     let mut config = Config::default();
     config.server.bind = "127.0.0.1:0".into();
     config.engine.calls.ring_timeout_secs = 10;
     tweak(&mut sim, &mut config);
-    LocalStack::start(sim, config, None).await.expect("the local stack starts")
+    LocalStack::start(sim, config, None)
+        .await
+        .expect("the local stack starts")
 }
 
 pub fn builtin(name: &str) -> Scenario {
@@ -39,8 +51,15 @@ pub fn request_for(s: &Scenario) -> CallRequest {
 
 /// Waits for the call to end (bounded), returning its final record.
 pub async fn finished(stack: &LocalStack, id: CallId, within: Duration) -> CallRecord {
-    let rec = stack.engine.wait(id, within).await.expect("the call exists");
-    assert!(rec.state.is_terminal(), "call {id} did not end within {within:?}: {rec:?}");
+    let rec = stack
+        .engine
+        .wait(id, within)
+        .await
+        .expect("the call exists");
+    assert!(
+        rec.state.is_terminal(),
+        "call {id} did not end within {within:?}: {rec:?}"
+    );
     rec
 }
 
@@ -60,5 +79,8 @@ pub async fn eventually<F: FnMut() -> bool>(within: Duration, mut cond: F) -> bo
 
 pub fn assert_no_violations(stack: &LocalStack) {
     let v = stack.sim.violations();
-    assert!(v.is_empty(), "simulator recorded protocol violations: {v:#?}");
+    assert!(
+        v.is_empty(),
+        "simulator recorded protocol violations: {v:#?}"
+    );
 }

@@ -14,8 +14,13 @@ use super::state::{Effect, Input, Machine};
 use crate::config::EngineConfig;
 use crate::engine::CancelOutcome;
 use crate::events::EventBus;
-use crate::model::{CallId, CallRequest, EventKind, NewEvent, Outcome, OutcomeStatus, Speaker, Usage};
-use crate::realtime::{self, leg::{ModelLeg, ModelLegArgs, ModelLegMsg}};
+use crate::model::{
+    CallId, CallRequest, EventKind, NewEvent, Outcome, OutcomeStatus, Speaker, Usage,
+};
+use crate::realtime::{
+    self,
+    leg::{ModelLeg, ModelLegArgs, ModelLegMsg},
+};
 use crate::twilio::leg::{TwilioLeg, TwilioLegArgs, TwilioLegMsg};
 use crate::twilio::rest::{CreateCall, TwilioRest};
 use crate::twilio::twiml;
@@ -76,11 +81,17 @@ impl CallState {
     }
 
     fn offset_ms(&self) -> u64 {
-        self.stream_started.map(|t| t.elapsed().as_millis() as u64).unwrap_or(0)
+        self.stream_started
+            .map(|t| t.elapsed().as_millis() as u64)
+            .unwrap_or(0)
     }
 
     fn max_secs(&self) -> u64 {
-        u64::from(self.request.max_duration_secs.unwrap_or(self.config.calls.default_max_duration_secs))
+        u64::from(
+            self.request
+                .max_duration_secs
+                .unwrap_or(self.config.calls.default_max_duration_secs),
+        )
     }
 }
 
@@ -89,7 +100,11 @@ impl Actor for CallActor {
     type State = CallState;
     type Arguments = CallArgs;
 
-    async fn pre_start(&self, _me: ActorRef<CallMsg>, a: CallArgs) -> Result<CallState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _me: ActorRef<CallMsg>,
+        a: CallArgs,
+    ) -> Result<CallState, ActorProcessingErr> {
         let (to_model_tx, to_model_rx) = mpsc::channel(AUDIO_QUEUE);
         let (to_twilio_tx, from_model_rx) = mpsc::channel(AUDIO_QUEUE);
         let span = tracing::info_span!("call", id = %a.id);
@@ -116,11 +131,18 @@ impl Actor for CallActor {
         })
     }
 
-    async fn post_start(&self, me: ActorRef<CallMsg>, s: &mut CallState) -> Result<(), ActorProcessingErr> {
+    async fn post_start(
+        &self,
+        me: ActorRef<CallMsg>,
+        s: &mut CallState,
+    ) -> Result<(), ActorProcessingErr> {
         // Open the model session while the phone rings, so the agent can greet at once.
         let (to_twilio, from_twilio) = s.model_args.take().expect("set in pre_start");
         let args = ModelLegArgs {
-            url: format!("{}?model={}", s.config.openai.realtime_url, s.config.openai.model),
+            url: format!(
+                "{}?model={}",
+                s.config.openai.realtime_url, s.config.openai.model
+            ),
             api_key: s.config.openai.api_key.clone(),
             session_update: realtime::session_update(&s.config, &s.request),
             call: me.clone(),
@@ -128,7 +150,10 @@ impl Actor for CallActor {
             from_twilio,
         };
         let span = s.span.clone();
-        match Actor::spawn_linked(None, ModelLeg, args, me.get_cell()).instrument(span.clone()).await {
+        match Actor::spawn_linked(None, ModelLeg, args, me.get_cell())
+            .instrument(span.clone())
+            .await
+        {
             Ok((leg, _)) => s.model = Some(leg),
             Err(e) => {
                 let reason = format!("could not open the model session: {}", root_cause(&e));
@@ -140,7 +165,11 @@ impl Actor for CallActor {
         let id = s.id.to_string();
         let rest = s.rest.clone();
         let to = s.request.to.clone();
-        let from = s.request.from.clone().unwrap_or_else(|| s.config.twilio.from_number.clone());
+        let from = s
+            .request
+            .from
+            .clone()
+            .unwrap_or_else(|| s.config.twilio.from_number.clone());
         let timeout = s.config.calls.ring_timeout_secs;
         let limit = s.max_secs() as u32 + s.config.calls.time_limit_margin_secs;
         let amd = s.config.twilio.machine_detection;
@@ -164,40 +193,75 @@ impl Actor for CallActor {
         Ok(())
     }
 
-    async fn handle(&self, me: ActorRef<CallMsg>, msg: CallMsg, s: &mut CallState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        me: ActorRef<CallMsg>,
+        msg: CallMsg,
+        s: &mut CallState,
+    ) -> Result<(), ActorProcessingErr> {
         let span = s.span.clone();
         self.on_msg(me, msg, s).instrument(span).await
     }
 
-    async fn handle_supervisor_evt(&self, me: ActorRef<CallMsg>, ev: SupervisionEvent, s: &mut CallState) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        me: ActorRef<CallMsg>,
+        ev: SupervisionEvent,
+        s: &mut CallState,
+    ) -> Result<(), ActorProcessingErr> {
         // A leg that dies ends the call cleanly; its socket reader has usually reported why.
         if let SupervisionEvent::ActorFailed(cell, err) = ev {
             let reason = format!("a call leg failed: {err}");
-            let model = s.model.as_ref().is_some_and(|m| m.get_id() == cell.get_id());
-            let input = if model { Input::ModelFailed { reason } } else { Input::StreamDropped };
+            let model = s
+                .model
+                .as_ref()
+                .is_some_and(|m| m.get_id() == cell.get_id());
+            let input = if model {
+                Input::ModelFailed { reason }
+            } else {
+                Input::StreamDropped
+            };
             self.apply(&me, s, input).await;
         }
         Ok(())
     }
 
-    async fn post_stop(&self, me: ActorRef<CallMsg>, s: &mut CallState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        me: ActorRef<CallMsg>,
+        s: &mut CallState,
+    ) -> Result<(), ActorProcessingErr> {
         if !s.machine.ended {
             // Stopped from outside (supervisor shutdown) without finishing: finish now.
             self.apply(&me, s, Input::Shutdown).await;
         }
         // Legs close their sockets with proper close frames in their own post_stop.
-        me.stop_children_and_wait(Some("call ended".into()), Some(Duration::from_secs(3))).await;
+        me.stop_children_and_wait(Some("call ended".into()), Some(Duration::from_secs(3)))
+            .await;
         Ok(())
     }
 }
 
 impl CallActor {
-    async fn on_msg(&self, me: ActorRef<CallMsg>, msg: CallMsg, s: &mut CallState) -> Result<(), ActorProcessingErr> {
+    async fn on_msg(
+        &self,
+        me: ActorRef<CallMsg>,
+        msg: CallMsg,
+        s: &mut CallState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             CallMsg::CarrierCreated(Ok(res)) => {
-                *s.shared.carrier_sid.lock().unwrap_or_else(|e| e.into_inner()) = Some(res.sid.clone());
-                s.emit(EventKind::Carrier { status: res.status.clone(), call_sid: Some(res.sid.clone()), answered_by: None });
-                self.apply(&me, s, Input::CarrierCreated { sid: res.sid }).await;
+                *s.shared
+                    .carrier_sid
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(res.sid.clone());
+                s.emit(EventKind::Carrier {
+                    status: res.status.clone(),
+                    call_sid: Some(res.sid.clone()),
+                    answered_by: None,
+                });
+                self.apply(&me, s, Input::CarrierCreated { sid: res.sid })
+                    .await;
             }
             CallMsg::CarrierCreated(Err(e)) => {
                 let reason = e.to_string();
@@ -212,8 +276,13 @@ impl CallActor {
                 if u.sequence.is_some() {
                     s.last_carrier_seq = u.sequence;
                 }
-                s.emit(EventKind::Carrier { status: u.status.clone(), call_sid: Some(u.call_sid.clone()), answered_by: u.answered_by.clone() });
-                self.apply(&me, s, Input::CarrierStatus { status: u.status }).await;
+                s.emit(EventKind::Carrier {
+                    status: u.status.clone(),
+                    call_sid: Some(u.call_sid.clone()),
+                    answered_by: u.answered_by.clone(),
+                });
+                self.apply(&me, s, Input::CarrierStatus { status: u.status })
+                    .await;
             }
             CallMsg::Twiml(reply) => {
                 // The token is handed out once; a second fetch (a retry, or a forger who got
@@ -223,7 +292,11 @@ impl CallActor {
                 } else {
                     s.token_issued = true;
                     let id = s.id.to_string();
-                    twiml::connect_stream(&twiml::media_url(&s.config.public_url, &id), &id, &s.token)
+                    twiml::connect_stream(
+                        &twiml::media_url(&s.config.public_url, &id),
+                        &id,
+                        &s.token,
+                    )
                 };
                 let _ = reply.send(xml);
             }
@@ -254,7 +327,9 @@ impl CallActor {
             CallMsg::Media(MediaEvent::Stopped) => self.apply(&me, s, Input::StreamStopped).await,
             CallMsg::Media(MediaEvent::Dropped) => self.apply(&me, s, Input::StreamDropped).await,
             CallMsg::Media(MediaEvent::Rejected) => {
-                s.emit(EventKind::Error { message: "a media stream with a missing or wrong token was refused".into() });
+                s.emit(EventKind::Error {
+                    message: "a media stream with a missing or wrong token was refused".into(),
+                });
             }
             CallMsg::Model(ev) => self.on_model(&me, s, ev).await,
             CallMsg::Drained => self.apply(&me, s, Input::PlaybackDrained).await,
@@ -297,8 +372,9 @@ impl CallActor {
             ModelEvent::SpeechStarted => {
                 let Some(leg) = s.twilio.clone() else { return };
                 // Barge-in: cut the agent at what the callee actually heard.
-                if let Ok(ractor::rpc::CallResult::Success(Some((item, ms)))) =
-                    leg.call(TwilioLegMsg::BargeIn, Some(Duration::from_secs(2))).await
+                if let Ok(ractor::rpc::CallResult::Success(Some((item, ms)))) = leg
+                    .call(TwilioLegMsg::BargeIn, Some(Duration::from_secs(2)))
+                    .await
                     && let Some(m) = &s.model
                 {
                     let _ = m.cast(ModelLegMsg::Send(realtime::truncate(&item, ms)));
@@ -306,14 +382,30 @@ impl CallActor {
             }
             ModelEvent::AgentSaid(text) => {
                 let offset_ms = s.offset_ms();
-                s.emit(EventKind::Transcript { speaker: Speaker::Agent, text, offset_ms });
+                s.emit(EventKind::Transcript {
+                    speaker: Speaker::Agent,
+                    text,
+                    offset_ms,
+                });
             }
             ModelEvent::CalleeSaid(text) => {
                 let offset_ms = s.offset_ms();
-                s.emit(EventKind::Transcript { speaker: Speaker::Callee, text, offset_ms });
+                s.emit(EventKind::Transcript {
+                    speaker: Speaker::Callee,
+                    text,
+                    offset_ms,
+                });
             }
-            ModelEvent::FunctionCall { name, call_id, arguments, drained } => {
-                s.emit(EventKind::ToolCall { name: name.clone(), arguments: arguments.clone() });
+            ModelEvent::FunctionCall {
+                name,
+                call_id,
+                arguments,
+                drained,
+            } => {
+                s.emit(EventKind::ToolCall {
+                    name: name.clone(),
+                    arguments: arguments.clone(),
+                });
                 if name == "end_call" {
                     let status = match arguments["outcome"].as_str() {
                         Some("success") => OutcomeStatus::Success,
@@ -324,7 +416,10 @@ impl CallActor {
                     let mut outcome = Outcome::new(status, summary);
                     outcome.data = Some(arguments);
                     if let Some(m) = &s.model {
-                        let _ = m.cast(ModelLegMsg::Send(realtime::function_output(&call_id, &serde_json::json!({"ok": true}))));
+                        let _ = m.cast(ModelLegMsg::Send(realtime::function_output(
+                            &call_id,
+                            &serde_json::json!({"ok": true}),
+                        )));
                     }
                     s.pending_function = Some((call_id, drained));
                     self.apply(me, s, Input::AgentEnded { outcome }).await;
@@ -341,7 +436,9 @@ impl CallActor {
             }
             ModelEvent::Error(message) => {
                 tracing::warn!("model error: {message}");
-                s.emit(EventKind::Error { message: format!("model: {message}") });
+                s.emit(EventKind::Error {
+                    message: format!("model: {message}"),
+                });
             }
             ModelEvent::Closed(reason) => self.apply(me, s, Input::ModelFailed { reason }).await,
         }
@@ -351,7 +448,15 @@ impl CallActor {
     async fn apply(&self, me: &ActorRef<CallMsg>, s: &mut CallState, input: Input) {
         for effect in s.machine.step(input) {
             match effect {
-                Effect::Publish { state, detail, reason } => s.emit(EventKind::State { state, detail, reason }),
+                Effect::Publish {
+                    state,
+                    detail,
+                    reason,
+                } => s.emit(EventKind::State {
+                    state,
+                    detail,
+                    reason,
+                }),
                 Effect::Greet => {
                     if let Some(m) = &s.model {
                         let _ = m.cast(ModelLegMsg::Send(realtime::response_create()));
@@ -391,11 +496,24 @@ impl CallActor {
                         );
                     }
                 }
-                Effect::Finish { state, detail, reason, outcome } => {
+                Effect::Finish {
+                    state,
+                    detail,
+                    reason,
+                    outcome,
+                } => {
                     s.shared.ended.store(true, Ordering::SeqCst);
-                    let duration_secs = s.stream_started.map(|t| t.elapsed().as_secs()).unwrap_or(0);
+                    let duration_secs =
+                        s.stream_started.map(|t| t.elapsed().as_secs()).unwrap_or(0);
                     tracing::info!(state = %state, ?detail, "call ended: {reason}");
-                    s.emit(EventKind::Ended { state, detail, reason: Some(reason), outcome: Some(outcome), duration_secs, usage: s.usage.clone() });
+                    s.emit(EventKind::Ended {
+                        state,
+                        detail,
+                        reason: Some(reason),
+                        outcome: Some(outcome),
+                        duration_secs,
+                        usage: s.usage.clone(),
+                    });
                     me.stop(Some("call finished".into()));
                 }
             }

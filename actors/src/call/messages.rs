@@ -20,7 +20,12 @@ pub enum ModelEvent {
     SpeechStarted,
     AgentSaid(String),
     CalleeSaid(String),
-    FunctionCall { name: String, call_id: String, arguments: serde_json::Value, drained: Option<oneshot::Receiver<()>> },
+    FunctionCall {
+        name: String,
+        call_id: String,
+        arguments: serde_json::Value,
+        drained: Option<oneshot::Receiver<()>>,
+    },
     Usage(Usage),
     Error(String),
     Closed(String),
@@ -28,7 +33,9 @@ pub enum ModelEvent {
 
 /// Events from the Twilio leg's reader.
 pub enum MediaEvent {
-    Started { stream_sid: String },
+    Started {
+        stream_sid: String,
+    },
     Dtmf(String),
     /// Twilio sent `stop`.
     Stopped,

@@ -6,11 +6,17 @@ use crate::model::{CallDetail, CallState, Outcome, OutcomeStatus};
 #[derive(Clone, Debug, PartialEq)]
 pub enum Input {
     /// The carrier accepted the create request.
-    CarrierCreated { sid: String },
+    CarrierCreated {
+        sid: String,
+    },
     /// The carrier refused the create request.
-    CarrierRejected { reason: String },
+    CarrierRejected {
+        reason: String,
+    },
     /// A status callback (Twilio `CallStatus`).
-    CarrierStatus { status: String },
+    CarrierStatus {
+        status: String,
+    },
     /// The media stream's `start` arrived with the right token.
     StreamStarted,
     /// Twilio sent `stop` (the call is ending on its side).
@@ -18,20 +24,30 @@ pub enum Input {
     /// The media socket closed without `stop`.
     StreamDropped,
     /// The model session failed or closed.
-    ModelFailed { reason: String },
+    ModelFailed {
+        reason: String,
+    },
     /// The agent called `end_call`.
-    AgentEnded { outcome: Outcome },
+    AgentEnded {
+        outcome: Outcome,
+    },
     /// The agent's last audio has played (after `AgentEnded`).
     PlaybackDrained,
     Cancel,
-    MaxDuration { secs: u64 },
+    MaxDuration {
+        secs: u64,
+    },
     Shutdown,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
     /// Record a state or detail change.
-    Publish { state: CallState, detail: CallDetail, reason: Option<String> },
+    Publish {
+        state: CallState,
+        detail: CallDetail,
+        reason: Option<String>,
+    },
     /// Ask the model to speak first.
     Greet,
     /// Wait for the agent's audio to finish playing, then feed `PlaybackDrained`.
@@ -39,7 +55,12 @@ pub enum Effect {
     /// End the carrier call: `cancel` = still ringing (Status=canceled), else completed.
     HangUp { cancel: bool },
     /// Terminal: write `Ended`, close both legs, stop the actor.
-    Finish { state: CallState, detail: CallDetail, reason: String, outcome: Outcome },
+    Finish {
+        state: CallState,
+        detail: CallDetail,
+        reason: String,
+        outcome: Outcome,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -54,12 +75,23 @@ pub struct Machine {
 
 impl Default for Machine {
     fn default() -> Self {
-        Machine { state: CallState::Dialing, detail: CallDetail::Admitted, carrier_sid: None, agent_outcome: None, ended: false }
+        Machine {
+            state: CallState::Dialing,
+            detail: CallDetail::Admitted,
+            carrier_sid: None,
+            agent_outcome: None,
+            ended: false,
+        }
     }
 }
 
 fn finish(state: CallState, detail: CallDetail, reason: &str, status: OutcomeStatus) -> Effect {
-    Effect::Finish { state, detail, reason: reason.to_owned(), outcome: Outcome::new(status, reason) }
+    Effect::Finish {
+        state,
+        detail,
+        reason: reason.to_owned(),
+        outcome: Outcome::new(status, reason),
+    }
 }
 
 impl Machine {
@@ -83,7 +115,11 @@ impl Machine {
             if m.state != state || m.detail != detail {
                 m.state = state;
                 m.detail = detail;
-                fx.push(Effect::Publish { state, detail, reason: None });
+                fx.push(Effect::Publish {
+                    state,
+                    detail,
+                    reason: None,
+                });
             }
         };
         match input {
@@ -93,17 +129,51 @@ impl Machine {
                     publish(self, S::Dialing, D::Queued);
                 }
             }
-            Input::CarrierRejected { reason } => fx.push(finish(S::Failed, D::CarrierFailed, &reason, OutcomeStatus::Failure)),
+            Input::CarrierRejected { reason } => fx.push(finish(
+                S::Failed,
+                D::CarrierFailed,
+                &reason,
+                OutcomeStatus::Failure,
+            )),
             Input::CarrierStatus { status } => match status.as_str() {
-                "queued" | "initiated" if !connected && matches!(self.detail, D::Admitted) => publish(self, S::Dialing, D::Queued),
-                "ringing" if !connected && matches!(self.detail, D::Admitted | D::Queued) => publish(self, S::Dialing, D::Ringing),
+                "queued" | "initiated" if !connected && matches!(self.detail, D::Admitted) => {
+                    publish(self, S::Dialing, D::Queued)
+                }
+                "ringing" if !connected && matches!(self.detail, D::Admitted | D::Queued) => {
+                    publish(self, S::Dialing, D::Ringing)
+                }
                 "in-progress" if !connected => publish(self, S::Dialing, D::Answered),
-                "busy" => fx.push(finish(S::Failed, D::Busy, "the line was busy", OutcomeStatus::Failure)),
-                "no-answer" => fx.push(finish(S::Failed, D::NoAnswer, "nobody answered", OutcomeStatus::Failure)),
-                "failed" => fx.push(finish(S::Failed, D::CarrierFailed, "the carrier could not connect the call", OutcomeStatus::Failure)),
-                "canceled" => fx.push(finish(S::Canceled, D::CanceledByUser, "the call was canceled before it was answered", OutcomeStatus::Unknown)),
+                "busy" => fx.push(finish(
+                    S::Failed,
+                    D::Busy,
+                    "the line was busy",
+                    OutcomeStatus::Failure,
+                )),
+                "no-answer" => fx.push(finish(
+                    S::Failed,
+                    D::NoAnswer,
+                    "nobody answered",
+                    OutcomeStatus::Failure,
+                )),
+                "failed" => fx.push(finish(
+                    S::Failed,
+                    D::CarrierFailed,
+                    "the carrier could not connect the call",
+                    OutcomeStatus::Failure,
+                )),
+                "canceled" => fx.push(finish(
+                    S::Canceled,
+                    D::CanceledByUser,
+                    "the call was canceled before it was answered",
+                    OutcomeStatus::Unknown,
+                )),
                 "completed" if connected => fx.extend(self.callee_gone()),
-                "completed" => fx.push(finish(S::Failed, D::CarrierFailed, "the call ended before its audio stream started", OutcomeStatus::Failure)),
+                "completed" => fx.push(finish(
+                    S::Failed,
+                    D::CarrierFailed,
+                    "the call ended before its audio stream started",
+                    OutcomeStatus::Failure,
+                )),
                 _ => {} // duplicates and out-of-order progress change nothing
             },
             Input::StreamStarted if !connected => {
@@ -115,13 +185,27 @@ impl Machine {
             Input::StreamStopped => {}
             Input::StreamDropped if connected && self.agent_outcome.is_none() => {
                 fx.push(Effect::HangUp { cancel: false });
-                fx.push(finish(S::Failed, D::MediaDisconnected, "the Twilio media stream dropped", OutcomeStatus::Failure));
+                fx.push(finish(
+                    S::Failed,
+                    D::MediaDisconnected,
+                    "the Twilio media stream dropped",
+                    OutcomeStatus::Failure,
+                ));
             }
             Input::StreamDropped if connected => fx.extend(self.agent_done()),
             Input::StreamDropped => {}
             Input::ModelFailed { reason } => {
                 fx.push(Effect::HangUp { cancel: !connected });
-                fx.push(finish(S::Failed, if connected { D::ModelDisconnected } else { D::ModelError }, &reason, OutcomeStatus::Failure));
+                fx.push(finish(
+                    S::Failed,
+                    if connected {
+                        D::ModelDisconnected
+                    } else {
+                        D::ModelError
+                    },
+                    &reason,
+                    OutcomeStatus::Failure,
+                ));
             }
             Input::AgentEnded { outcome } if connected && self.agent_outcome.is_none() => {
                 self.agent_outcome = Some(outcome);
@@ -132,8 +216,17 @@ impl Machine {
             Input::PlaybackDrained => {}
             Input::Cancel => {
                 fx.push(Effect::HangUp { cancel: !connected });
-                let why = if connected { "canceled while connected" } else { "canceled while dialing" };
-                fx.push(finish(S::Canceled, D::CanceledByUser, why, OutcomeStatus::Unknown));
+                let why = if connected {
+                    "canceled while connected"
+                } else {
+                    "canceled while dialing"
+                };
+                fx.push(finish(
+                    S::Canceled,
+                    D::CanceledByUser,
+                    why,
+                    OutcomeStatus::Unknown,
+                ));
             }
             Input::MaxDuration { secs } => {
                 fx.push(Effect::HangUp { cancel: !connected });
@@ -143,12 +236,19 @@ impl Machine {
             }
             Input::Shutdown => {
                 fx.push(Effect::HangUp { cancel: !connected });
-                fx.push(finish(S::Canceled, D::EngineShutdown, "the engine shut down", OutcomeStatus::Unknown));
+                fx.push(finish(
+                    S::Canceled,
+                    D::EngineShutdown,
+                    "the engine shut down",
+                    OutcomeStatus::Unknown,
+                ));
             }
         }
         if fx.iter().any(|e| matches!(e, Effect::Finish { .. })) {
             self.ended = true;
-            if let Some(Effect::Finish { state, detail, .. }) = fx.iter().find(|e| matches!(e, Effect::Finish { .. })) {
+            if let Some(Effect::Finish { state, detail, .. }) =
+                fx.iter().find(|e| matches!(e, Effect::Finish { .. }))
+            {
                 self.state = *state;
                 self.detail = *detail;
             }
@@ -161,14 +261,27 @@ impl Machine {
         if self.agent_outcome.is_some() {
             return self.agent_done();
         }
-        vec![finish(CallState::Completed, CallDetail::CalleeHungUp, "the callee hung up", OutcomeStatus::Unknown)]
+        vec![finish(
+            CallState::Completed,
+            CallDetail::CalleeHungUp,
+            "the callee hung up",
+            OutcomeStatus::Unknown,
+        )]
     }
 
     fn agent_done(&mut self) -> Vec<Effect> {
-        let outcome = self.agent_outcome.clone().unwrap_or_else(|| Outcome::new(OutcomeStatus::Unknown, "the agent ended the call"));
+        let outcome = self
+            .agent_outcome
+            .clone()
+            .unwrap_or_else(|| Outcome::new(OutcomeStatus::Unknown, "the agent ended the call"));
         vec![
             Effect::HangUp { cancel: false },
-            Effect::Finish { state: CallState::Completed, detail: CallDetail::AgentEnded, reason: "the agent ended the call".into(), outcome },
+            Effect::Finish {
+                state: CallState::Completed,
+                detail: CallDetail::AgentEnded,
+                reason: "the agent ended the call".into(),
+                outcome,
+            },
         ]
     }
 }
@@ -186,18 +299,33 @@ mod tests {
     fn all_inputs() -> Vec<Input> {
         let mut v = vec![
             Input::CarrierCreated { sid: "CA1".into() },
-            Input::CarrierRejected { reason: "the destination is not verified on this trial account".into() },
+            Input::CarrierRejected {
+                reason: "the destination is not verified on this trial account".into(),
+            },
             Input::StreamStarted,
             Input::StreamStopped,
             Input::StreamDropped,
-            Input::ModelFailed { reason: "model socket closed".into() },
+            Input::ModelFailed {
+                reason: "model socket closed".into(),
+            },
             Input::AgentEnded { outcome: outcome() },
             Input::PlaybackDrained,
             Input::Cancel,
             Input::MaxDuration { secs: 60 },
             Input::Shutdown,
         ];
-        for s in ["queued", "initiated", "ringing", "in-progress", "completed", "busy", "no-answer", "failed", "canceled", "bogus"] {
+        for s in [
+            "queued",
+            "initiated",
+            "ringing",
+            "in-progress",
+            "completed",
+            "busy",
+            "no-answer",
+            "failed",
+            "canceled",
+            "bogus",
+        ] {
             v.push(Input::CarrierStatus { status: s.into() });
         }
         v
@@ -208,9 +336,13 @@ mod tests {
         let mut admitted = Machine::default();
         let mut ringing = Machine::default();
         ringing.step(Input::CarrierCreated { sid: "CA1".into() });
-        ringing.step(Input::CarrierStatus { status: "ringing".into() });
+        ringing.step(Input::CarrierStatus {
+            status: "ringing".into(),
+        });
         let mut answered = ringing.clone();
-        answered.step(Input::CarrierStatus { status: "in-progress".into() });
+        answered.step(Input::CarrierStatus {
+            status: "in-progress".into(),
+        });
         let mut connected = answered.clone();
         connected.step(Input::StreamStarted);
         let mut ending = connected.clone();
@@ -218,7 +350,14 @@ mod tests {
         let mut ended = connected.clone();
         ended.step(Input::Cancel);
         admitted.detail = D::Admitted;
-        vec![("admitted", admitted), ("ringing", ringing), ("answered", answered), ("connected", connected), ("ending", ending), ("ended", ended)]
+        vec![
+            ("admitted", admitted),
+            ("ringing", ringing),
+            ("answered", answered),
+            ("connected", connected),
+            ("ending", ending),
+            ("ended", ended),
+        ]
     }
 
     #[test]
@@ -227,25 +366,40 @@ mod tests {
             for input in all_inputs() {
                 let mut m2 = m.clone();
                 let fx = m2.step(input.clone());
-                let finishes = fx.iter().filter(|e| matches!(e, Effect::Finish { .. })).count();
+                let finishes = fx
+                    .iter()
+                    .filter(|e| matches!(e, Effect::Finish { .. }))
+                    .count();
                 assert!(finishes <= 1, "{name} + {input:?}: finished twice");
                 if m.ended {
                     let allowed = matches!(input, Input::CarrierCreated { .. });
-                    assert!(fx.is_empty() || allowed, "{name} + {input:?}: a finished call produced {fx:?}");
+                    assert!(
+                        fx.is_empty() || allowed,
+                        "{name} + {input:?}: a finished call produced {fx:?}"
+                    );
                 }
                 if finishes == 1 {
                     assert!(m2.ended && m2.state.is_terminal(), "{name} + {input:?}");
                     // Terminal is absorbing: a second identical input does nothing.
                     let again = m2.step(input.clone());
-                    assert!(again.iter().all(|e| matches!(e, Effect::HangUp { .. })), "{name} + {input:?} twice: {again:?}");
+                    assert!(
+                        again.iter().all(|e| matches!(e, Effect::HangUp { .. })),
+                        "{name} + {input:?} twice: {again:?}"
+                    );
                 }
                 if !m2.ended {
-                    assert!(!m2.state.is_terminal(), "{name} + {input:?}: terminal state without Finish");
+                    assert!(
+                        !m2.state.is_terminal(),
+                        "{name} + {input:?}: terminal state without Finish"
+                    );
                 }
                 // Duplicates of a non-terminal input produce no new publication.
                 if !m2.ended {
                     let dup = m2.clone().step(input.clone());
-                    assert!(!dup.iter().any(|e| matches!(e, Effect::Publish { .. })), "{name} + {input:?} twice published again: {dup:?}");
+                    assert!(
+                        !dup.iter().any(|e| matches!(e, Effect::Publish { .. })),
+                        "{name} + {input:?} twice published again: {dup:?}"
+                    );
                 }
             }
         }
@@ -254,35 +408,122 @@ mod tests {
     #[test]
     fn happy_path() {
         let mut m = Machine::default();
-        assert_eq!(m.step(Input::CarrierCreated { sid: "CA1".into() }), vec![Effect::Publish { state: S::Dialing, detail: D::Queued, reason: None }]);
-        m.step(Input::CarrierStatus { status: "ringing".into() });
-        m.step(Input::CarrierStatus { status: "in-progress".into() });
-        assert_eq!(m.step(Input::StreamStarted), vec![Effect::Publish { state: S::Connected, detail: D::InProgress, reason: None }, Effect::Greet]);
-        assert_eq!(m.step(Input::AgentEnded { outcome: outcome() }), vec![Effect::AwaitPlayback]);
+        assert_eq!(
+            m.step(Input::CarrierCreated { sid: "CA1".into() }),
+            vec![Effect::Publish {
+                state: S::Dialing,
+                detail: D::Queued,
+                reason: None
+            }]
+        );
+        m.step(Input::CarrierStatus {
+            status: "ringing".into(),
+        });
+        m.step(Input::CarrierStatus {
+            status: "in-progress".into(),
+        });
+        assert_eq!(
+            m.step(Input::StreamStarted),
+            vec![
+                Effect::Publish {
+                    state: S::Connected,
+                    detail: D::InProgress,
+                    reason: None
+                },
+                Effect::Greet
+            ]
+        );
+        assert_eq!(
+            m.step(Input::AgentEnded { outcome: outcome() }),
+            vec![Effect::AwaitPlayback]
+        );
         let fx = m.step(Input::PlaybackDrained);
         assert_eq!(fx[0], Effect::HangUp { cancel: false });
-        assert!(matches!(&fx[1], Effect::Finish { state: S::Completed, detail: D::AgentEnded, outcome, .. } if outcome.success));
+        assert!(
+            matches!(&fx[1], Effect::Finish { state: S::Completed, detail: D::AgentEnded, outcome, .. } if outcome.success)
+        );
         // The carrier's completed callback and Twilio's stop arrive late: nothing happens.
-        assert!(m.step(Input::CarrierStatus { status: "completed".into() }).is_empty());
+        assert!(
+            m.step(Input::CarrierStatus {
+                status: "completed".into()
+            })
+            .is_empty()
+        );
         assert!(m.step(Input::StreamStopped).is_empty());
     }
 
     #[test]
     fn endings() {
         let cases: Vec<(Vec<Input>, S, D)> = vec![
-            (vec![Input::CarrierStatus { status: "busy".into() }], S::Failed, D::Busy),
-            (vec![Input::CarrierStatus { status: "no-answer".into() }], S::Failed, D::NoAnswer),
-            (vec![Input::CarrierRejected { reason: "x".into() }], S::Failed, D::CarrierFailed),
+            (
+                vec![Input::CarrierStatus {
+                    status: "busy".into(),
+                }],
+                S::Failed,
+                D::Busy,
+            ),
+            (
+                vec![Input::CarrierStatus {
+                    status: "no-answer".into(),
+                }],
+                S::Failed,
+                D::NoAnswer,
+            ),
+            (
+                vec![Input::CarrierRejected { reason: "x".into() }],
+                S::Failed,
+                D::CarrierFailed,
+            ),
             (vec![Input::Cancel], S::Canceled, D::CanceledByUser),
-            (vec![Input::StreamStarted, Input::Cancel], S::Canceled, D::CanceledByUser),
-            (vec![Input::StreamStarted, Input::StreamStopped], S::Completed, D::CalleeHungUp),
-            (vec![Input::StreamStarted, Input::CarrierStatus { status: "completed".into() }], S::Completed, D::CalleeHungUp),
-            (vec![Input::StreamStarted, Input::ModelFailed { reason: "x".into() }], S::Failed, D::ModelDisconnected),
-            (vec![Input::StreamStarted, Input::StreamDropped], S::Failed, D::MediaDisconnected),
-            (vec![Input::StreamStarted, Input::MaxDuration { secs: 5 }], S::Completed, D::MaxDuration),
+            (
+                vec![Input::StreamStarted, Input::Cancel],
+                S::Canceled,
+                D::CanceledByUser,
+            ),
+            (
+                vec![Input::StreamStarted, Input::StreamStopped],
+                S::Completed,
+                D::CalleeHungUp,
+            ),
+            (
+                vec![
+                    Input::StreamStarted,
+                    Input::CarrierStatus {
+                        status: "completed".into(),
+                    },
+                ],
+                S::Completed,
+                D::CalleeHungUp,
+            ),
+            (
+                vec![
+                    Input::StreamStarted,
+                    Input::ModelFailed { reason: "x".into() },
+                ],
+                S::Failed,
+                D::ModelDisconnected,
+            ),
+            (
+                vec![Input::StreamStarted, Input::StreamDropped],
+                S::Failed,
+                D::MediaDisconnected,
+            ),
+            (
+                vec![Input::StreamStarted, Input::MaxDuration { secs: 5 }],
+                S::Completed,
+                D::MaxDuration,
+            ),
             (vec![Input::Shutdown], S::Canceled, D::EngineShutdown),
             // The callee hangs up while the agent's goodbye is playing: still the agent's end.
-            (vec![Input::StreamStarted, Input::AgentEnded { outcome: outcome() }, Input::StreamStopped], S::Completed, D::AgentEnded),
+            (
+                vec![
+                    Input::StreamStarted,
+                    Input::AgentEnded { outcome: outcome() },
+                    Input::StreamStopped,
+                ],
+                S::Completed,
+                D::AgentEnded,
+            ),
         ];
         for (inputs, state, detail) in cases {
             let mut m = Machine::default();
@@ -303,6 +544,9 @@ mod tests {
         let mut m = Machine::default();
         let fx = m.step(Input::Cancel);
         assert_eq!(fx[0], Effect::HangUp { cancel: true });
-        assert_eq!(m.step(Input::CarrierCreated { sid: "CA9".into() }), vec![Effect::HangUp { cancel: true }]);
+        assert_eq!(
+            m.step(Input::CarrierCreated { sid: "CA9".into() }),
+            vec![Effect::HangUp { cancel: true }]
+        );
     }
 }

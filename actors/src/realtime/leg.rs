@@ -61,12 +61,22 @@ impl Actor for ModelLeg {
     type State = ModelLegState;
     type Arguments = ModelLegArgs;
 
-    async fn pre_start(&self, _me: ActorRef<Self::Msg>, args: ModelLegArgs) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _me: ActorRef<Self::Msg>,
+        args: ModelLegArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
         let mut request = args.url.as_str().into_client_request()?;
-        request.headers_mut().insert("Authorization", format!("Bearer {}", args.api_key.expose_secret()).parse()?);
-        let (ws, _) = tokio::time::timeout(std::time::Duration::from_secs(10), tokio_tungstenite::connect_async(request))
-            .await
-            .map_err(|_| "the model endpoint did not answer within 10 s")??;
+        request.headers_mut().insert(
+            "Authorization",
+            format!("Bearer {}", args.api_key.expose_secret()).parse()?,
+        );
+        let (ws, _) = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            tokio_tungstenite::connect_async(request),
+        )
+        .await
+        .map_err(|_| "the model endpoint did not answer within 10 s")??;
         let (mut sink, mut stream) = ws.split();
         sink.send(Message::text(args.session_update)).await?;
         let (control, mut control_rx) = mpsc::unbounded_channel::<Option<String>>();
@@ -95,12 +105,18 @@ impl Actor for ModelLeg {
         let to_twilio = args.to_twilio;
         let reader = tokio::spawn(async move {
             let reason = loop {
-                let Some(msg) = stream.next().await else { break "the model connection closed".to_owned() };
+                let Some(msg) = stream.next().await else {
+                    break "the model connection closed".to_owned();
+                };
                 let text = match msg {
                     Ok(Message::Text(t)) => t,
                     Ok(Message::Close(frame)) => {
                         break match frame {
-                            Some(f) => format!("the model closed the session ({} {})", u16::from(f.code), f.reason),
+                            Some(f) => format!(
+                                "the model closed the session ({} {})",
+                                u16::from(f.code),
+                                f.reason
+                            ),
                             None => "the model closed the session".to_owned(),
                         };
                     }
@@ -113,8 +129,13 @@ impl Actor for ModelLeg {
                 };
                 match head.kind.as_ref() {
                     "response.output_audio.delta" => {
-                        let Ok(d) = serde_json::from_str::<AudioDelta>(text.as_str()) else { continue };
-                        let out = ToTwilio::Audio { item_id: d.item_id.into_owned(), payload: d.delta.into_owned() };
+                        let Ok(d) = serde_json::from_str::<AudioDelta>(text.as_str()) else {
+                            continue;
+                        };
+                        let out = ToTwilio::Audio {
+                            item_id: d.item_id.into_owned(),
+                            payload: d.delta.into_owned(),
+                        };
                         if to_twilio.send(out).await.is_err() {
                             break "the media leg is gone".to_owned();
                         }
@@ -128,10 +149,19 @@ impl Actor for ModelLeg {
             };
             let _ = call.cast(CallMsg::Model(ModelEvent::Closed(reason)));
         });
-        Ok(ModelLegState { control, reader, writer: Some(writer) })
+        Ok(ModelLegState {
+            control,
+            reader,
+            writer: Some(writer),
+        })
     }
 
-    async fn handle(&self, _me: ActorRef<Self::Msg>, msg: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _me: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             ModelLegMsg::Send(text) => {
                 let _ = state.control.send(Some(text));
@@ -140,7 +170,11 @@ impl Actor for ModelLeg {
         Ok(())
     }
 
-    async fn post_stop(&self, _me: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _me: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         state.reader.abort();
         let _ = state.control.send(None);
         if let Some(w) = state.writer.take() {
@@ -151,21 +185,39 @@ impl Actor for ModelLeg {
 }
 
 /// Server events the CallActor cares about; everything else is logged and ignored.
-async fn control_event(kind: &str, text: &str, to_twilio: &mpsc::Sender<ToTwilio>) -> Option<ModelEvent> {
+async fn control_event(
+    kind: &str,
+    text: &str,
+    to_twilio: &mpsc::Sender<ToTwilio>,
+) -> Option<ModelEvent> {
     let v: serde_json::Value = serde_json::from_str(text).ok()?;
     match kind {
         "input_audio_buffer.speech_started" => Some(ModelEvent::SpeechStarted),
-        "response.output_audio_transcript.done" => Some(ModelEvent::AgentSaid(v["transcript"].as_str()?.to_owned())),
-        "conversation.item.input_audio_transcription.completed" => Some(ModelEvent::CalleeSaid(v["transcript"].as_str()?.to_owned())),
+        "response.output_audio_transcript.done" => {
+            Some(ModelEvent::AgentSaid(v["transcript"].as_str()?.to_owned()))
+        }
+        "conversation.item.input_audio_transcription.completed" => {
+            Some(ModelEvent::CalleeSaid(v["transcript"].as_str()?.to_owned()))
+        }
         "response.function_call_arguments.done" => {
             let name = v["name"].as_str()?.to_owned();
             let call_id = v["call_id"].as_str()?.to_owned();
-            let arguments = serde_json::from_str(v["arguments"].as_str().unwrap_or("{}")).unwrap_or(serde_json::Value::Null);
+            let arguments = serde_json::from_str(v["arguments"].as_str().unwrap_or("{}"))
+                .unwrap_or(serde_json::Value::Null);
             // The drain marker travels behind the audio already queued for Twilio, so it
             // resolves only once the agent's last words have played.
             let (tx, rx) = oneshot::channel();
-            let drained = if to_twilio.send(ToTwilio::Drain(tx)).await.is_ok() { Some(rx) } else { None };
-            Some(ModelEvent::FunctionCall { name, call_id, arguments, drained })
+            let drained = if to_twilio.send(ToTwilio::Drain(tx)).await.is_ok() {
+                Some(rx)
+            } else {
+                None
+            };
+            Some(ModelEvent::FunctionCall {
+                name,
+                call_id,
+                arguments,
+                drained,
+            })
         }
         "response.done" => {
             let u = &v["response"]["usage"];
@@ -175,7 +227,12 @@ async fn control_event(kind: &str, text: &str, to_twilio: &mpsc::Sender<ToTwilio
                 total_tokens: u["total_tokens"].as_u64().unwrap_or(0),
             }))
         }
-        "error" => Some(ModelEvent::Error(v["error"]["message"].as_str().unwrap_or("unknown model error").to_owned())),
+        "error" => Some(ModelEvent::Error(
+            v["error"]["message"]
+                .as_str()
+                .unwrap_or("unknown model error")
+                .to_owned(),
+        )),
         _ => {
             tracing::trace!(event = kind, "model event");
             None

@@ -103,14 +103,28 @@ mod tests {
         req.context = Some("Name: Alex Kim.".into());
         let v: serde_json::Value = serde_json::from_str(&session_update(&cfg, &req)).unwrap();
         assert_eq!(v["session"]["type"], "realtime");
-        assert_eq!(v["session"]["audio"]["input"]["format"]["type"], "audio/pcmu");
-        assert_eq!(v["session"]["audio"]["output"]["format"]["type"], "audio/pcmu");
+        assert_eq!(
+            v["session"]["audio"]["input"]["format"]["type"],
+            "audio/pcmu"
+        );
+        assert_eq!(
+            v["session"]["audio"]["output"]["format"]["type"],
+            "audio/pcmu"
+        );
         assert_eq!(v["session"]["tools"][0]["name"], "end_call");
         let instr = v["session"]["instructions"].as_str().unwrap();
-        assert!(instr.contains("Book a table for two at 7:30 tonight") && instr.contains("Name: Alex Kim."));
+        assert!(
+            instr.contains("Book a table for two at 7:30 tonight")
+                && instr.contains("Name: Alex Kim.")
+        );
         // No beta field names anywhere.
         let text = v.to_string();
-        for beta in ["input_audio_format", "output_audio_format", "g711_ulaw", "\"modalities\""] {
+        for beta in [
+            "input_audio_format",
+            "output_audio_format",
+            "g711_ulaw",
+            "\"modalities\"",
+        ] {
             assert!(!text.contains(beta), "{beta}");
         }
     }

@@ -13,7 +13,10 @@ use futures_util::future::BoxFuture;
 use crate::model::{CallEvent, CallFilter, CallId, CallRecord, NewEvent, TranscriptTurn};
 
 mod memory;
+mod sqlite;
 pub use memory::MemoryStore;
+pub(crate) use sqlite::fmt_time;
+pub use sqlite::{DB_FILE, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -74,7 +74,11 @@ impl Actor for TwilioLeg {
     type State = TwilioLegState;
     type Arguments = TwilioLegArgs;
 
-    async fn pre_start(&self, _me: ActorRef<Self::Msg>, args: TwilioLegArgs) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _me: ActorRef<Self::Msg>,
+        args: TwilioLegArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
         let (mut sink, mut stream) = args.socket.split();
         let (control, mut control_rx) = mpsc::unbounded_channel::<Ctl>();
         let (sid_tx, sid_rx) = oneshot::channel::<String>();
@@ -88,16 +92,22 @@ impl Actor for TwilioLeg {
             let mut sid_tx = Some(sid_tx);
             let mut started = false;
             let ev = loop {
-                let Some(Ok(msg)) = stream.next().await else { break MediaEvent::Dropped };
+                let Some(Ok(msg)) = stream.next().await else {
+                    break MediaEvent::Dropped;
+                };
                 let text = match msg {
                     Message::Text(t) => t,
                     Message::Close(_) => break MediaEvent::Dropped,
                     _ => continue,
                 };
-                let Ok(head) = serde_json::from_str::<Head>(text.as_str()) else { continue };
+                let Ok(head) = serde_json::from_str::<Head>(text.as_str()) else {
+                    continue;
+                };
                 match head.event.as_ref() {
                     "media" if started => {
-                        let Ok(m) = serde_json::from_str::<MediaMsg>(text.as_str()) else { continue };
+                        let Ok(m) = serde_json::from_str::<MediaMsg>(text.as_str()) else {
+                            continue;
+                        };
                         let mut out = String::with_capacity(m.media.payload.len() + 48);
                         out.push_str(r#"{"type":"input_audio_buffer.append","audio":""#);
                         out.push_str(&m.media.payload);
@@ -107,10 +117,18 @@ impl Actor for TwilioLeg {
                         }
                     }
                     "start" if !started => {
-                        let v: serde_json::Value = serde_json::from_str(text.as_str()).unwrap_or_default();
-                        let given = v["start"]["customParameters"]["token"].as_str().unwrap_or("");
-                        let ok = !token.is_empty() && bool::from(given.as_bytes().ct_eq(token.as_bytes()));
-                        let stream_sid = v["start"]["streamSid"].as_str().or(v["streamSid"].as_str()).unwrap_or("").to_owned();
+                        let v: serde_json::Value =
+                            serde_json::from_str(text.as_str()).unwrap_or_default();
+                        let given = v["start"]["customParameters"]["token"]
+                            .as_str()
+                            .unwrap_or("");
+                        let ok = !token.is_empty()
+                            && bool::from(given.as_bytes().ct_eq(token.as_bytes()));
+                        let stream_sid = v["start"]["streamSid"]
+                            .as_str()
+                            .or(v["streamSid"].as_str())
+                            .unwrap_or("")
+                            .to_owned();
                         if !ok || stream_sid.is_empty() {
                             let _ = close_ctl.send(Ctl::Close);
                             break MediaEvent::Rejected;
@@ -122,13 +140,15 @@ impl Actor for TwilioLeg {
                         let _ = call.cast(CallMsg::Media(MediaEvent::Started { stream_sid }));
                     }
                     "mark" => {
-                        let v: serde_json::Value = serde_json::from_str(text.as_str()).unwrap_or_default();
+                        let v: serde_json::Value =
+                            serde_json::from_str(text.as_str()).unwrap_or_default();
                         if let Some(name) = v["mark"]["name"].as_str() {
                             let _ = mark_tx.send(name.to_owned());
                         }
                     }
                     "dtmf" => {
-                        let v: serde_json::Value = serde_json::from_str(text.as_str()).unwrap_or_default();
+                        let v: serde_json::Value =
+                            serde_json::from_str(text.as_str()).unwrap_or_default();
                         if let Some(d) = v["dtmf"]["digit"].as_str() {
                             let _ = call.cast(CallMsg::Media(MediaEvent::Dtmf(d.to_owned())));
                         }
@@ -147,7 +167,12 @@ impl Actor for TwilioLeg {
 
         let mut from_model = args.from_model;
         let writer = tokio::spawn(async move {
-            let close = |code: u16, reason: &'static str| Message::Close(Some(CloseFrame { code, reason: reason.into() }));
+            let close = |code: u16, reason: &'static str| {
+                Message::Close(Some(CloseFrame {
+                    code,
+                    reason: reason.into(),
+                }))
+            };
             // Nothing may be sent before `start` names the stream.
             let sid = tokio::select! {
                 s = sid_rx => s.ok(),
@@ -220,10 +245,19 @@ impl Actor for TwilioLeg {
                 }
             }
         });
-        Ok(TwilioLegState { control, reader, writer: Some(writer) })
+        Ok(TwilioLegState {
+            control,
+            reader,
+            writer: Some(writer),
+        })
     }
 
-    async fn handle(&self, _me: ActorRef<Self::Msg>, msg: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _me: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             TwilioLegMsg::BargeIn(reply) => {
                 let _ = state.control.send(Ctl::BargeIn(reply));
@@ -232,7 +266,11 @@ impl Actor for TwilioLeg {
         Ok(())
     }
 
-    async fn post_stop(&self, _me: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _me: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         state.reader.abort();
         let _ = state.control.send(Ctl::Close);
         if let Some(w) = state.writer.take() {

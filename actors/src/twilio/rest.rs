@@ -9,7 +9,11 @@ use crate::config::TwilioConfig;
 pub enum TwilioError {
     /// Twilio answered with its error JSON.
     #[error("{}", plain_reason(*code, message))]
-    Api { status: u16, code: u32, message: String },
+    Api {
+        status: u16,
+        code: u32,
+        message: String,
+    },
     #[error("could not reach Twilio: {0}")]
     Transport(String),
 }
@@ -17,7 +21,13 @@ pub enum TwilioError {
 impl TwilioError {
     /// The call no longer exists or already ended: hanging it up is a no-op.
     pub fn already_ended(&self) -> bool {
-        matches!(self, TwilioError::Api { code: 20404 | 21220, .. })
+        matches!(
+            self,
+            TwilioError::Api {
+                code: 20404 | 21220,
+                ..
+            }
+        )
     }
 }
 
@@ -26,9 +36,13 @@ pub fn plain_reason(code: u32, message: &str) -> String {
     let words = match code {
         20003 => "Twilio rejected the credentials (check twilio.account_sid and twilio.auth_token)",
         20404 => "Twilio does not know this call",
-        20429 => "Twilio is rate-limiting this account (too many concurrent requests); try again shortly",
+        20429 => {
+            "Twilio is rate-limiting this account (too many concurrent requests); try again shortly"
+        }
         21205 => "Twilio refused a webhook URL (check public_url)",
-        21210 | 21212 => "the caller id is not a number of this Twilio account (check twilio.from_number)",
+        21210 | 21212 => {
+            "the caller id is not a number of this Twilio account (check twilio.from_number)"
+        }
         21211 => "the destination is not a valid phone number",
         21214 => "the destination cannot be reached",
         21215 => "calls to this country are not enabled in the Twilio geo permissions",
@@ -37,7 +51,11 @@ pub fn plain_reason(code: u32, message: &str) -> String {
         20500 | 0 => "Twilio had an internal error; try again",
         _ => "",
     };
-    if words.is_empty() { format!("Twilio error {code}: {message}") } else { format!("{words} (Twilio {code}: {message})") }
+    if words.is_empty() {
+        format!("Twilio error {code}: {message}")
+    } else {
+        format!("{words} (Twilio {code}: {message})")
+    }
 }
 
 #[derive(Deserialize)]
@@ -86,10 +104,17 @@ impl TwilioRest {
     }
 
     fn calls_url(&self) -> String {
-        format!("{}/2010-04-01/Accounts/{}/Calls", self.base, self.account_sid)
+        format!(
+            "{}/2010-04-01/Accounts/{}/Calls",
+            self.base, self.account_sid
+        )
     }
 
-    async fn post(&self, url: String, form: &[(&str, String)]) -> Result<CallResource, TwilioError> {
+    async fn post(
+        &self,
+        url: String,
+        form: &[(&str, String)],
+    ) -> Result<CallResource, TwilioError> {
         let resp = self
             .http
             .post(url)
@@ -103,11 +128,18 @@ impl TwilioRest {
 
     async fn answer(resp: reqwest::Response) -> Result<CallResource, TwilioError> {
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| TwilioError::Transport(e.to_string()))?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| TwilioError::Transport(e.to_string()))?;
         if status.is_success() {
-            return serde_json::from_slice(&body).map_err(|e| TwilioError::Transport(format!("unreadable call resource: {e}")));
+            return serde_json::from_slice(&body)
+                .map_err(|e| TwilioError::Transport(format!("unreadable call resource: {e}")));
         }
-        let err: ApiError = serde_json::from_slice(&body).unwrap_or(ApiError { code: None, message: None });
+        let err: ApiError = serde_json::from_slice(&body).unwrap_or(ApiError {
+            code: None,
+            message: None,
+        });
         Err(TwilioError::Api {
             status: status.as_u16(),
             code: err.code.unwrap_or(0),
@@ -138,7 +170,11 @@ impl TwilioRest {
     /// `canceled` only stops a call that is still queued or ringing; `completed` hangs up
     /// whatever its state.
     pub async fn set_status(&self, sid: &str, status: &str) -> Result<CallResource, TwilioError> {
-        self.post(format!("{}/{sid}.json", self.calls_url()), &[("Status", status.to_owned())]).await
+        self.post(
+            format!("{}/{sid}.json", self.calls_url()),
+            &[("Status", status.to_owned())],
+        )
+        .await
     }
 
     pub async fn fetch(&self, sid: &str) -> Result<CallResource, TwilioError> {
@@ -160,7 +196,12 @@ impl TwilioRest {
             match self.set_status(sid, "completed").await {
                 Ok(_) => return Ok(()),
                 Err(e) if e.already_ended() => return Ok(()),
-                Err(e @ TwilioError::Api { status: 400..=428 | 430..=499, .. }) => return Err(e),
+                Err(
+                    e @ TwilioError::Api {
+                        status: 400..=428 | 430..=499,
+                        ..
+                    },
+                ) => return Err(e),
                 Err(e) => last = Some(e),
             }
             tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;

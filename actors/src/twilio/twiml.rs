@@ -51,14 +51,23 @@ mod tests {
 
     #[test]
     fn media_url_follows_public_scheme() {
-        assert_eq!(media_url("https://calls.example.com/", "01J"), "wss://calls.example.com/twilio/media/01J");
-        assert_eq!(media_url("http://127.0.0.1:8080", "01J"), "ws://127.0.0.1:8080/twilio/media/01J");
+        assert_eq!(
+            media_url("https://calls.example.com/", "01J"),
+            "wss://calls.example.com/twilio/media/01J"
+        );
+        assert_eq!(
+            media_url("http://127.0.0.1:8080", "01J"),
+            "ws://127.0.0.1:8080/twilio/media/01J"
+        );
     }
 
     #[test]
     fn twiml_is_escaped_and_pinned() {
         let x = connect_stream("wss://h/twilio/media/1", "1", "a\"<&>");
-        assert!(x.contains(r#"<Parameter name="token" value="a&quot;&lt;&amp;&gt;"/>"#), "{x}");
+        assert!(
+            x.contains(r#"<Parameter name="token" value="a&quot;&lt;&amp;&gt;"/>"#),
+            "{x}"
+        );
         assert_eq!(
             connect_stream("wss://calls.example.com/twilio/media/01JD", "01JD", "tok"),
             include_str!("../../../tests/fixtures/twilio/connect_stream.xml")

@@ -44,7 +44,10 @@ pub struct State {
 impl State {
     pub fn sessions(&self) -> Vec<SessionSummary> {
         let g = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        let mut v: Vec<SessionSummary> = g.values().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone()).collect();
+        let mut v: Vec<SessionSummary> = g
+            .values()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
     }
@@ -55,7 +58,10 @@ impl State {
     fn register(&self, s: SessionSummary) -> Arc<Mutex<SessionSummary>> {
         let id = s.id.clone();
         let a = Arc::new(Mutex::new(s));
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(id, a.clone());
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, a.clone());
         a
     }
 }
@@ -92,9 +98,10 @@ struct ConnectQuery {
 }
 
 pub fn routes(_state: Arc<SimState>) -> Router<Arc<SimState>> {
-    Router::new()
-        .route("/v1/realtime", get(upgrade))
-        .route("/sim/sessions", get(|AxState(s): AxState<Arc<SimState>>| async move { axum::Json(s.realtime.sessions()) }))
+    Router::new().route("/v1/realtime", get(upgrade)).route(
+        "/sim/sessions",
+        get(|AxState(s): AxState<Arc<SimState>>| async move { axum::Json(s.realtime.sessions()) }),
+    )
 }
 
 async fn upgrade(
@@ -103,7 +110,10 @@ async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let beta = headers.get("openai-beta").is_some();
     ws.on_upgrade(move |socket| async move {
         // The real service completes the upgrade, then reports handshake errors in-band.
@@ -144,5 +154,10 @@ async fn reject(mut socket: WebSocket, code: &str, message: &str, close: u16, re
                   "message": message, "param": null, "event_id": null}
     });
     let _ = socket.send(Message::Text(ev.to_string().into())).await;
-    let _ = socket.send(Message::Close(Some(CloseFrame { code: close, reason: reason.into() }))).await;
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: close,
+            reason: reason.into(),
+        })))
+        .await;
 }

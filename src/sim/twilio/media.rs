@@ -58,7 +58,14 @@ impl Callee {
         // Machine answers script their greeting and beep as callee lines, like any callee.
         let _ = st;
         let steps = scenario.map(|s| s.script.clone()).unwrap_or_default();
-        Callee { steps, idx: 0, heard_consumed: 0, wait_ticks: 0, step_started: false, speaking: None }
+        Callee {
+            steps,
+            idx: 0,
+            heard_consumed: 0,
+            wait_ticks: 0,
+            step_started: false,
+            speaking: None,
+        }
     }
 }
 
@@ -69,7 +76,14 @@ enum Action {
 
 impl Callee {
     /// One tick of the script. Returns the payload of the frame to send (speech) if any.
-    fn tick(&mut self, st: &SimState, call: &SimCall, heard: &Heard, idle_ticks: u64, actions: &mut Vec<Action>) -> Option<String> {
+    fn tick(
+        &mut self,
+        st: &SimState,
+        call: &SimCall,
+        heard: &Heard,
+        idle_ticks: u64,
+        actions: &mut Vec<Action>,
+    ) -> Option<String> {
         if let Some((text, frames, pos)) = self.speaking.as_mut() {
             let f = frames[*pos].clone();
             *pos += 1;
@@ -82,17 +96,23 @@ impl Callee {
             return Some(f);
         }
         for _ in 0..8 {
-            let Some(step) = self.steps.get(self.idx).cloned() else { return None };
+            let Some(step) = self.steps.get(self.idx).cloned() else {
+                return None;
+            };
             if !self.step_started {
                 self.step_started = true;
-                self.wait_ticks = step.pause_ms.unwrap_or(0) / 20 + step.silence_ms.unwrap_or(0) / 20;
+                self.wait_ticks =
+                    step.pause_ms.unwrap_or(0) / 20 + step.silence_ms.unwrap_or(0) / 20;
             }
             if self.wait_ticks > 0 {
                 self.wait_ticks -= 1;
                 return None;
             }
             if step.agent.is_some() {
-                let next_barges = self.steps.get(self.idx + 1).is_some_and(|n| n.barge_in_after_ms.is_some());
+                let next_barges = self
+                    .steps
+                    .get(self.idx + 1)
+                    .is_some_and(|n| n.barge_in_after_ms.is_some());
                 if next_barges && heard.current.is_some() && heard.count == self.heard_consumed {
                     // The line we will interrupt is playing now.
                     self.advance();
@@ -107,7 +127,13 @@ impl Callee {
             }
             if let Some(text) = &step.callee {
                 let ready = match step.barge_in_after_ms {
-                    Some(ms) => heard.current.as_ref().is_some_and(|(_, _, played)| *played as u64 >= ms * 8) || (heard.current.is_none() && idle_ticks >= 15),
+                    Some(ms) => {
+                        heard
+                            .current
+                            .as_ref()
+                            .is_some_and(|(_, _, played)| *played as u64 >= ms * 8)
+                            || (heard.current.is_none() && idle_ticks >= 15)
+                    }
                     None => idle_ticks >= 15,
                 };
                 if !ready {
@@ -118,7 +144,10 @@ impl Callee {
                     self.heard_consumed = heard.count + 1;
                 }
                 let audio = st.voices.register(text);
-                let frames = audio.chunks(FRAME_BYTES).map(|f| base64::engine::general_purpose::STANDARD.encode(f)).collect();
+                let frames = audio
+                    .chunks(FRAME_BYTES)
+                    .map(|f| base64::engine::general_purpose::STANDARD.encode(f))
+                    .collect();
                 self.speaking = Some((Arc::from(text.as_str()), frames, 0));
                 return self.tick(st, call, heard, idle_ticks, actions);
             }
@@ -172,24 +201,52 @@ pub(super) async fn run_stream(
     faults: &Faults,
 ) -> StreamEnd {
     let url = &stream.url;
-    let loopback = ["ws://127.0.0.1", "ws://localhost", "ws://[::1]"].iter().any(|p| url.starts_with(p));
+    let loopback = ["ws://127.0.0.1", "ws://localhost", "ws://[::1]"]
+        .iter()
+        .any(|p| url.starts_with(p));
     if !url.starts_with("wss://") && !loopback {
-        st.violations.record(Side::Twiml, Some(&call.sid), "stream-url-scheme", "<Stream url> must be wss:// (ws:// only on loopback) — Twilio error 31922", url);
+        st.violations.record(
+            Side::Twiml,
+            Some(&call.sid),
+            "stream-url-scheme",
+            "<Stream url> must be wss:// (ws:// only on loopback) — Twilio error 31922",
+            url,
+        );
         return StreamEnd::Ended("application-error");
     }
     let mut request = match url.as_str().into_client_request() {
         Ok(r) => r,
         Err(e) => {
-            st.violations.record(Side::Twiml, Some(&call.sid), "stream-url-invalid", format!("<Stream url> is not a valid URL: {e}"), url);
+            st.violations.record(
+                Side::Twiml,
+                Some(&call.sid),
+                "stream-url-invalid",
+                format!("<Stream url> is not a valid URL: {e}"),
+                url,
+            );
             return StreamEnd::Ended("application-error");
         }
     };
     let sig = sign::signature(&st.config.auth_token, url, &[]);
-    request.headers_mut().insert("X-Twilio-Signature", sig.parse().expect("base64 is a valid header value"));
-    let ws = match tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(request)).await {
+    request.headers_mut().insert(
+        "X-Twilio-Signature",
+        sig.parse().expect("base64 is a valid header value"),
+    );
+    let ws = match tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(request),
+    )
+    .await
+    {
         Ok(Ok((ws, _))) => ws,
         Ok(Err(e)) => {
-            st.violations.record(Side::Media, Some(&call.sid), "stream-connect-failed", format!("could not open the media WebSocket: {e}"), url);
+            st.violations.record(
+                Side::Media,
+                Some(&call.sid),
+                "stream-connect-failed",
+                format!("could not open the media WebSocket: {e}"),
+                url,
+            );
             return StreamEnd::Ended("application-error");
         }
         Err(_) => return StreamEnd::Ended("application-error"),
@@ -209,14 +266,21 @@ pub(super) async fn run_stream(
         "streamSid": stream_sid,
     });
     let hello = json!({"event": "connected", "protocol": "Call", "version": "1.0.0"});
-    if tx.send(Message::text(hello.to_string())).await.is_err() || tx.send(Message::text(start.to_string())).await.is_err() {
+    if tx.send(Message::text(hello.to_string())).await.is_err()
+        || tx.send(Message::text(start.to_string())).await.is_err()
+    {
         return StreamEnd::ServerClosed;
     }
     let silence_b64 = base64::engine::general_purpose::STANDARD.encode([SILENCE; FRAME_BYTES]);
     let mut seq: u64 = 2;
     let mut chunk: u64 = 1;
     let mut queue: VecDeque<Queued> = VecDeque::new();
-    let mut heard = Heard { current: None, start: Vec::new(), count: 0, garbage: false };
+    let mut heard = Heard {
+        current: None,
+        start: Vec::new(),
+        count: 0,
+        garbage: false,
+    };
     let mut idle_ticks: u64 = 0;
     let period = Duration::from_secs_f64(0.020 / st.config.speed.max(0.001));
     let mut ticker = tokio::time::interval(period);
@@ -315,12 +379,23 @@ pub(super) async fn run_stream(
     if !matches!(end, StreamEnd::ServerClosed) {
         let stop = json!({"event": "stop", "sequenceNumber": seq.to_string(), "stop": {"accountSid": account, "callSid": sid}, "streamSid": stream_sid});
         let _ = tx.send(Message::text(stop.to_string())).await;
-        let _ = tx.send(Message::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "".into() }))).await;
+        let _ = tx
+            .send(Message::Close(Some(CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            })))
+            .await;
         // Anything the engine sends after `stop` is a violation; read briefly to catch it.
         let _ = tokio::time::timeout(Duration::from_millis(200), async {
             while let Some(Ok(m)) = rx.next().await {
                 if let Message::Text(t) = m {
-                    st.violations.record(Side::Media, Some(&sid), "after-stop", "message sent after the stream was stopped", t.as_str());
+                    st.violations.record(
+                        Side::Media,
+                        Some(&sid),
+                        "after-stop",
+                        "message sent after the stream was stopped",
+                        t.as_str(),
+                    );
                 }
             }
         })
@@ -339,7 +414,16 @@ fn hear(st: &SimState, call: &SimCall, h: &mut Heard, bytes: &[u8]) {
         if let Some((text, expected, played)) = h.current.as_mut() {
             let n = rest.len().min(expected.len() - *played);
             if rest[..n] != expected[*played..*played + n] {
-                st.violations.record(Side::Media, Some(&call.sid), "altered-audio", format!("agent audio for '{text}' differs from what the model sent at byte {}", *played), "");
+                st.violations.record(
+                    Side::Media,
+                    Some(&call.sid),
+                    "altered-audio",
+                    format!(
+                        "agent audio for '{text}' differs from what the model sent at byte {}",
+                        *played
+                    ),
+                    "",
+                );
                 h.garbage = true;
                 h.current = None;
                 return;
@@ -370,7 +454,13 @@ fn hear(st: &SimState, call: &SimCall, h: &mut Heard, bytes: &[u8]) {
                         // A line shorter than one frame cannot exist (min 400 ms).
                     }
                     None => {
-                        st.violations.record(Side::Media, Some(&call.sid), "unrecognized-audio", "agent audio that matches no line the model said", "");
+                        st.violations.record(
+                            Side::Media,
+                            Some(&call.sid),
+                            "unrecognized-audio",
+                            "agent audio that matches no line the model said",
+                            "",
+                        );
                         h.garbage = true;
                         h.start.clear();
                         return;
@@ -402,7 +492,10 @@ where
     S: futures_util::Sink<Message> + Unpin,
 {
     let sid = &call.sid;
-    let bad = |rule: &str, msg: &str| st.violations.record(Side::Media, Some(sid), rule, msg, text);
+    let bad = |rule: &str, msg: &str| {
+        st.violations
+            .record(Side::Media, Some(sid), rule, msg, text)
+    };
     let v: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(_) => {
@@ -420,17 +513,26 @@ where
         "mark" => &["event", "streamSid", "mark"],
         "clear" => &["event", "streamSid"],
         other => {
-            bad("unknown-event", &format!("unknown event '{other}': only media, mark and clear may be sent (31951)"));
+            bad(
+                "unknown-event",
+                &format!("unknown event '{other}': only media, mark and clear may be sent (31951)"),
+            );
             return None;
         }
     };
     if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-        bad("extra-field", &format!("'{event}' message has unknown field '{k}' (31951)"));
+        bad(
+            "extra-field",
+            &format!("'{event}' message has unknown field '{k}' (31951)"),
+        );
     }
     match obj.get("streamSid").and_then(Value::as_str) {
         Some(s) if s == stream_sid => {}
         Some(_) => {
-            bad("wrong-stream-sid", "streamSid does not match this stream (31951)");
+            bad(
+                "wrong-stream-sid",
+                "streamSid does not match this stream (31951)",
+            );
             return None;
         }
         None => {
@@ -445,7 +547,10 @@ where
             if let Some(m) = media
                 && let Some(k) = m.keys().find(|k| *k != "payload")
             {
-                bad("extra-field", &format!("media has unknown field '{k}' (31951)"));
+                bad(
+                    "extra-field",
+                    &format!("media has unknown field '{k}' (31951)"),
+                );
             }
             let Some(p) = payload else {
                 bad("missing-payload", "media.payload is missing (31951)");
@@ -464,7 +569,11 @@ where
                 Err(_) => bad("bad-payload", "media.payload is not standard base64"),
             }
         }
-        "mark" => match obj.get("mark").and_then(|m| m.get("name")).and_then(Value::as_str) {
+        "mark" => match obj
+            .get("mark")
+            .and_then(|m| m.get("name"))
+            .and_then(Value::as_str)
+        {
             Some(name) if !name.is_empty() => queue.push_back(Queued::Mark(name.to_owned())),
             _ => bad("mark-without-name", "mark.name is required"),
         },

@@ -56,12 +56,20 @@ impl State {
         v
     }
     pub fn call(&self, sid: &str) -> Option<CallSummary> {
-        self.calls.lock().unwrap_or_else(|e| e.into_inner()).get(sid).map(|c| c.summary())
+        self.calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sid)
+            .map(|c| c.summary())
     }
     fn next_sid(&self, prefix: &str) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let salt = std::process::id() as u64;
-        format!("{prefix}{:016x}{:016x}", salt.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ n.rotate_left(17), n)
+        format!(
+            "{prefix}{:016x}{:016x}",
+            salt.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ n.rotate_left(17),
+            n
+        )
     }
 }
 
@@ -155,8 +163,14 @@ impl SimCall {
 pub fn routes(_state: Arc<SimState>) -> Router<Arc<SimState>> {
     Router::new()
         .route("/2010-04-01/Accounts/{account}/Calls.json", post(create))
-        .route("/2010-04-01/Accounts/{account}/Calls/{file}", get(fetch).post(update))
-        .route("/sim/calls", get(|AxState(s): AxState<Arc<SimState>>| async move { axum::Json(s.twilio.calls()) }))
+        .route(
+            "/2010-04-01/Accounts/{account}/Calls/{file}",
+            get(fetch).post(update),
+        )
+        .route(
+            "/sim/calls",
+            get(|AxState(s): AxState<Arc<SimState>>| async move { axum::Json(s.twilio.calls()) }),
+        )
 }
 
 fn error(status: StatusCode, code: u32, message: impl Into<String>) -> Response {
@@ -171,7 +185,10 @@ fn error(status: StatusCode, code: u32, message: impl Into<String>) -> Response 
     )
         .into_response();
     if status == StatusCode::UNAUTHORIZED {
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, "Basic realm=\"Twilio API\"".parse().expect("static"));
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            "Basic realm=\"Twilio API\"".parse().expect("static"),
+        );
     }
     resp
 }
@@ -190,17 +207,47 @@ fn authorized(st: &SimState, headers: &HeaderMap, account: &str) -> Result<(), R
 }
 
 fn is_e164(s: &str) -> bool {
-    s.strip_prefix('+').is_some_and(|d| (8..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()) && !d.starts_with('0'))
+    s.strip_prefix('+').is_some_and(|d| {
+        (8..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()) && !d.starts_with('0')
+    })
 }
 
 const CREATE_PARAMS: &[&str] = &[
-    "To", "From", "Url", "Twiml", "Method", "StatusCallback", "StatusCallbackEvent", "StatusCallbackMethod",
-    "Timeout", "TimeLimit", "MachineDetection", "AsyncAmd", "AsyncAmdStatusCallback", "AsyncAmdStatusCallbackMethod",
-    "Record", "FallbackUrl", "FallbackMethod", "MachineDetectionTimeout", "MachineDetectionSpeechThreshold",
-    "MachineDetectionSpeechEndThreshold", "MachineDetectionSilenceTimeout", "SendDigits", "CallerId",
+    "To",
+    "From",
+    "Url",
+    "Twiml",
+    "Method",
+    "StatusCallback",
+    "StatusCallbackEvent",
+    "StatusCallbackMethod",
+    "Timeout",
+    "TimeLimit",
+    "MachineDetection",
+    "AsyncAmd",
+    "AsyncAmdStatusCallback",
+    "AsyncAmdStatusCallbackMethod",
+    "Record",
+    "FallbackUrl",
+    "FallbackMethod",
+    "MachineDetectionTimeout",
+    "MachineDetectionSpeechThreshold",
+    "MachineDetectionSpeechEndThreshold",
+    "MachineDetectionSilenceTimeout",
+    "SendDigits",
+    "CallerId",
 ];
-const UPDATE_PARAMS: &[&str] =
-    &["Url", "Method", "Status", "FallbackUrl", "FallbackMethod", "StatusCallback", "StatusCallbackMethod", "Twiml", "TimeLimit"];
+const UPDATE_PARAMS: &[&str] = &[
+    "Url",
+    "Method",
+    "Status",
+    "FallbackUrl",
+    "FallbackMethod",
+    "StatusCallback",
+    "StatusCallbackMethod",
+    "Twiml",
+    "TimeLimit",
+];
 
 /// A validated create request.
 #[derive(Clone, Debug)]
@@ -224,16 +271,39 @@ fn form(body: &Bytes) -> Vec<(String, String)> {
     form_urlencoded::parse(body).into_owned().collect()
 }
 
-fn check_url(st: &SimState, call: Option<&str>, what: &str, url: &str, raw: &str) -> Result<(), Response> {
-    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"].iter().any(|p| url.starts_with(p));
+fn check_url(
+    st: &SimState,
+    call: Option<&str>,
+    what: &str,
+    url: &str,
+    raw: &str,
+) -> Result<(), Response> {
+    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|p| url.starts_with(p));
     if url.starts_with("https://") || loopback {
         return Ok(());
     }
-    st.violations.record(Side::TwilioRest, call, "bad-url", format!("{what} must be an absolute https URL (http only on loopback), got '{url}'"), raw);
-    Err(error(StatusCode::BAD_REQUEST, 21205, format!("{what} is not a valid URL: {url}")))
+    st.violations.record(
+        Side::TwilioRest,
+        call,
+        "bad-url",
+        format!("{what} must be an absolute https URL (http only on loopback), got '{url}'"),
+        raw,
+    );
+    Err(error(
+        StatusCode::BAD_REQUEST,
+        21205,
+        format!("{what} is not a valid URL: {url}"),
+    ))
 }
 
-async fn create(AxState(st): AxState<Arc<SimState>>, Path(account): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn create(
+    AxState(st): AxState<Arc<SimState>>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Err(r) = authorized(&st, &headers, &account) {
         return r;
     }
@@ -242,43 +312,96 @@ async fn create(AxState(st): AxState<Arc<SimState>>, Path(account): Path<String>
     let one = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     for (k, _) in &params {
         if !CREATE_PARAMS.contains(&k.as_str()) {
-            st.violations.record(Side::TwilioRest, None, "unknown-param", format!("create call: unknown parameter '{k}'"), &raw);
+            st.violations.record(
+                Side::TwilioRest,
+                None,
+                "unknown-param",
+                format!("create call: unknown parameter '{k}'"),
+                &raw,
+            );
         }
     }
-    for k in CREATE_PARAMS.iter().filter(|k| **k != "StatusCallbackEvent") {
+    for k in CREATE_PARAMS
+        .iter()
+        .filter(|k| **k != "StatusCallbackEvent")
+    {
         if params.iter().filter(|(n, _)| n == k).count() > 1 {
-            st.violations.record(Side::TwilioRest, None, "repeated-param", format!("create call: '{k}' given more than once"), &raw);
+            st.violations.record(
+                Side::TwilioRest,
+                None,
+                "repeated-param",
+                format!("create call: '{k}' given more than once"),
+                &raw,
+            );
         }
     }
     let to = one("To").unwrap_or_default();
     if !is_e164(&to) {
-        return error(StatusCode::BAD_REQUEST, 21211, format!("The 'To' number {to} is not a valid phone number."));
+        return error(
+            StatusCode::BAD_REQUEST,
+            21211,
+            format!("The 'To' number {to} is not a valid phone number."),
+        );
     }
     let from = one("From").unwrap_or_default();
     if !is_e164(&from) {
-        return error(StatusCode::BAD_REQUEST, 21212, format!("The 'From' number {from} is not a valid phone number."));
+        return error(
+            StatusCode::BAD_REQUEST,
+            21212,
+            format!("The 'From' number {from} is not a valid phone number."),
+        );
     }
     if !st.config.numbers.contains(&from) {
-        return error(StatusCode::BAD_REQUEST, 21210, format!("The source phone number provided, {from}, is not yet verified for your account."));
+        return error(
+            StatusCode::BAD_REQUEST,
+            21210,
+            format!(
+                "The source phone number provided, {from}, is not yet verified for your account."
+            ),
+        );
     }
     if to == from {
-        return error(StatusCode::BAD_REQUEST, 21211, "The 'To' number cannot be the same as the 'From' number.");
+        return error(
+            StatusCode::BAD_REQUEST,
+            21211,
+            "The 'To' number cannot be the same as the 'From' number.",
+        );
     }
     let scenario = st.config.scenarios.iter().find(|s| s.number == to).cloned();
     if let Some(code) = scenario.as_ref().and_then(|s| s.faults.create_error) {
         return match code {
-            500 => error(StatusCode::INTERNAL_SERVER_ERROR, 20500, "An internal server error has occurred"),
+            500 => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                20500,
+                "An internal server error has occurred",
+            ),
             20429 => error(StatusCode::TOO_MANY_REQUESTS, 20429, "Too Many Requests"),
-            21219 => error(StatusCode::BAD_REQUEST, 21219, format!("The number {to} is unverified. Trial accounts may only make calls to verified numbers.")),
+            21219 => error(
+                StatusCode::BAD_REQUEST,
+                21219,
+                format!(
+                    "The number {to} is unverified. Trial accounts may only make calls to verified numbers."
+                ),
+            ),
             c => error(StatusCode::BAD_REQUEST, c, format!("Simulated error {c}")),
         };
     }
     if st.config.trial && !st.config.verified.contains(&to) {
-        return error(StatusCode::BAD_REQUEST, 21219, format!("The number {to} is unverified. Trial accounts may only make calls to verified numbers."));
+        return error(
+            StatusCode::BAD_REQUEST,
+            21219,
+            format!(
+                "The number {to} is unverified. Trial accounts may only make calls to verified numbers."
+            ),
+        );
     }
     let method = one("Method").unwrap_or_else(|| "POST".into());
     if method != "POST" && method != "GET" {
-        return error(StatusCode::BAD_REQUEST, 21205, format!("Method must be GET or POST, got {method}"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            21205,
+            format!("Method must be GET or POST, got {method}"),
+        );
     }
     let twiml = match (one("Url"), one("Twiml")) {
         (Some(u), None) => {
@@ -289,35 +412,79 @@ async fn create(AxState(st): AxState<Arc<SimState>>, Path(account): Path<String>
         }
         (None, Some(t)) => {
             if t.len() > 4000 {
-                return error(StatusCode::BAD_REQUEST, 21205, "Twiml must be at most 4000 characters");
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    21205,
+                    "Twiml must be at most 4000 characters",
+                );
             }
             TwimlSourceSpec::Inline(t)
         }
         (Some(_), Some(_)) => {
-            st.violations.record(Side::TwilioRest, None, "url-and-twiml", "create call: Url and Twiml are mutually exclusive", &raw);
-            return error(StatusCode::BAD_REQUEST, 21205, "Provide either Url or Twiml, not both");
+            st.violations.record(
+                Side::TwilioRest,
+                None,
+                "url-and-twiml",
+                "create call: Url and Twiml are mutually exclusive",
+                &raw,
+            );
+            return error(
+                StatusCode::BAD_REQUEST,
+                21205,
+                "Provide either Url or Twiml, not both",
+            );
         }
-        (None, None) => return error(StatusCode::BAD_REQUEST, 21205, "A 'Url' or 'Twiml' parameter is required to create a call"),
+        (None, None) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                21205,
+                "A 'Url' or 'Twiml' parameter is required to create a call",
+            );
+        }
     };
-    let events: Vec<String> = params.iter().filter(|(k, _)| k == "StatusCallbackEvent").map(|(_, v)| v.clone()).collect();
-    if let Some(bad) = events.iter().find(|e| !["initiated", "ringing", "answered", "completed"].contains(&e.as_str())) {
-        return error(StatusCode::BAD_REQUEST, 21626, format!("Invalid StatusCallbackEvent value '{bad}' (accepted: initiated, ringing, answered, completed)"));
+    let events: Vec<String> = params
+        .iter()
+        .filter(|(k, _)| k == "StatusCallbackEvent")
+        .map(|(_, v)| v.clone())
+        .collect();
+    if let Some(bad) = events
+        .iter()
+        .find(|e| !["initiated", "ringing", "answered", "completed"].contains(&e.as_str()))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            21626,
+            format!(
+                "Invalid StatusCallbackEvent value '{bad}' (accepted: initiated, ringing, answered, completed)"
+            ),
+        );
     }
     let status_callback = match one("StatusCallback") {
         Some(u) => {
             if let Err(r) = check_url(&st, None, "StatusCallback", &u, &raw) {
                 return r;
             }
-            Some((u, one("StatusCallbackMethod").unwrap_or_else(|| "POST".into())))
+            Some((
+                u,
+                one("StatusCallbackMethod").unwrap_or_else(|| "POST".into()),
+            ))
         }
         None => None,
     };
     let num = |k: &str, default: u64, max: u64| -> Result<u64, Response> {
         match one(k) {
             None => Ok(default),
-            Some(v) => v.parse::<u64>().ok().filter(|n| *n >= 1 && *n <= max).ok_or_else(|| {
-                error(StatusCode::BAD_REQUEST, 21205, format!("{k} must be a whole number of seconds from 1 to {max}, got '{v}'"))
-            }),
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n >= 1 && *n <= max)
+                .ok_or_else(|| {
+                    error(
+                        StatusCode::BAD_REQUEST,
+                        21205,
+                        format!("{k} must be a whole number of seconds from 1 to {max}, got '{v}'"),
+                    )
+                }),
         }
     };
     let timeout = match num("Timeout", 60, 600) {
@@ -333,10 +500,26 @@ async fn create(AxState(st): AxState<Arc<SimState>>, Path(account): Path<String>
         && a != "Enable"
         && a != "DetectMessageEnd"
     {
-        return error(StatusCode::BAD_REQUEST, 21205, format!("MachineDetection must be Enable or DetectMessageEnd, got '{a}'"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            21205,
+            format!("MachineDetection must be Enable or DetectMessageEnd, got '{a}'"),
+        );
     }
-    let async_amd = if one("AsyncAmd").as_deref() == Some("true") { one("AsyncAmdStatusCallback") } else { None };
-    let create = Create { twiml, status_callback, events, timeout, time_limit, amd, async_amd };
+    let async_amd = if one("AsyncAmd").as_deref() == Some("true") {
+        one("AsyncAmdStatusCallback")
+    } else {
+        None
+    };
+    let create = Create {
+        twiml,
+        status_callback,
+        events,
+        timeout,
+        time_limit,
+        amd,
+        async_amd,
+    };
 
     let sid = st.twilio.next_sid("CA");
     let (tx, rx) = mpsc::unbounded_channel();
@@ -349,13 +532,21 @@ async fn create(AxState(st): AxState<Arc<SimState>>, Path(account): Path<String>
             scenario: scenario.as_ref().map(|s| s.name.clone()),
             status: "queued".into(),
             statuses: vec!["queued".into()],
-            params: params.iter().filter(|(k, _)| k != "StatusCallbackEvent").cloned().collect(),
+            params: params
+                .iter()
+                .filter(|(k, _)| k != "StatusCallbackEvent")
+                .cloned()
+                .collect(),
             ..CallSummary::default()
         }),
         ctl: tx,
         created: Utc::now(),
     });
-    st.twilio.calls.lock().unwrap_or_else(|e| e.into_inner()).insert(sid, call.clone());
+    st.twilio
+        .calls
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(sid, call.clone());
     let resource = call.resource(&account);
     tokio::spawn(run_call(st.clone(), call, create, scenario, rx));
     (StatusCode::CREATED, axum::Json(resource)).into_response()
@@ -369,10 +560,20 @@ fn lookup(st: &SimState, file: &str) -> Result<Arc<SimCall>, Response> {
         .unwrap_or_else(|e| e.into_inner())
         .get(sid)
         .cloned()
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, 20404, format!("The requested resource /Calls/{sid}.json was not found")))
+        .ok_or_else(|| {
+            error(
+                StatusCode::NOT_FOUND,
+                20404,
+                format!("The requested resource /Calls/{sid}.json was not found"),
+            )
+        })
 }
 
-async fn fetch(AxState(st): AxState<Arc<SimState>>, Path((account, file)): Path<(String, String)>, headers: HeaderMap) -> Response {
+async fn fetch(
+    AxState(st): AxState<Arc<SimState>>,
+    Path((account, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(r) = authorized(&st, &headers, &account) {
         return r;
     }
@@ -384,7 +585,12 @@ async fn fetch(AxState(st): AxState<Arc<SimState>>, Path((account, file)): Path<
 
 const TERMINAL: &[&str] = &["completed", "busy", "no-answer", "failed", "canceled"];
 
-async fn update(AxState(st): AxState<Arc<SimState>>, Path((account, file)): Path<(String, String)>, headers: HeaderMap, body: Bytes) -> Response {
+async fn update(
+    AxState(st): AxState<Arc<SimState>>,
+    Path((account, file)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Err(r) = authorized(&st, &headers, &account) {
         return r;
     }
@@ -397,7 +603,13 @@ async fn update(AxState(st): AxState<Arc<SimState>>, Path((account, file)): Path
     let one = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     for (k, _) in &params {
         if !UPDATE_PARAMS.contains(&k.as_str()) {
-            st.violations.record(Side::TwilioRest, Some(&call.sid), "unknown-param", format!("update call: unknown parameter '{k}'"), &raw);
+            st.violations.record(
+                Side::TwilioRest,
+                Some(&call.sid),
+                "unknown-param",
+                format!("update call: unknown parameter '{k}'"),
+                &raw,
+            );
         }
     }
     let status = call.status();
@@ -405,31 +617,51 @@ async fn update(AxState(st): AxState<Arc<SimState>>, Path((account, file)): Path
     match (one("Status"), one("Twiml"), one("Url")) {
         (Some(s), None, None) if s == "canceled" || s == "completed" => {
             if ended {
-                return error(StatusCode::BAD_REQUEST, 21220, format!("Call is not in-progress. Cannot redirect or change status of a {status} call."));
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    21220,
+                    format!(
+                        "Call is not in-progress. Cannot redirect or change status of a {status} call."
+                    ),
+                );
             }
             if s == "canceled" && status == "in-progress" {
                 // Twilio: canceling an answered call has no effect.
                 return axum::Json(call.resource(&account)).into_response();
             }
-            let _ = call.ctl.send(if s == "canceled" { Control::Cancel } else { Control::Complete });
+            let _ = call.ctl.send(if s == "canceled" {
+                Control::Cancel
+            } else {
+                Control::Complete
+            });
             // Answer with the status the call is about to have, as Twilio does.
             let mut r = call.resource(&account);
             r["status"] = json!(s);
             axum::Json(r).into_response()
         }
-        (Some(s), _, _) if s != "canceled" && s != "completed" => {
-            error(StatusCode::BAD_REQUEST, 21218, format!("Status must be canceled or completed, got '{s}'"))
-        }
+        (Some(s), _, _) if s != "canceled" && s != "completed" => error(
+            StatusCode::BAD_REQUEST,
+            21218,
+            format!("Status must be canceled or completed, got '{s}'"),
+        ),
         (None, Some(t), None) => {
             if ended || status != "in-progress" {
-                return error(StatusCode::BAD_REQUEST, 21220, format!("Call is not in-progress. Cannot redirect a {status} call."));
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    21220,
+                    format!("Call is not in-progress. Cannot redirect a {status} call."),
+                );
             }
             let _ = call.ctl.send(Control::Redirect(TwimlSource::Inline(t)));
             axum::Json(call.resource(&account)).into_response()
         }
         (None, None, Some(u)) => {
             if ended || status != "in-progress" {
-                return error(StatusCode::BAD_REQUEST, 21220, format!("Call is not in-progress. Cannot redirect a {status} call."));
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    21220,
+                    format!("Call is not in-progress. Cannot redirect a {status} call."),
+                );
             }
             if let Err(r) = check_url(&st, Some(&call.sid), "Url", &u, &raw) {
                 return r;
@@ -439,8 +671,18 @@ async fn update(AxState(st): AxState<Arc<SimState>>, Path((account, file)): Path
             axum::Json(call.resource(&account)).into_response()
         }
         _ => {
-            st.violations.record(Side::TwilioRest, Some(&call.sid), "bad-update", "update call: give exactly one of Status, Twiml, Url", &raw);
-            error(StatusCode::BAD_REQUEST, 21205, "Give exactly one of Status (canceled|completed), Twiml or Url")
+            st.violations.record(
+                Side::TwilioRest,
+                Some(&call.sid),
+                "bad-update",
+                "update call: give exactly one of Status, Twiml, Url",
+                &raw,
+            );
+            error(
+                StatusCode::BAD_REQUEST,
+                21205,
+                "Give exactly one of Status (canceled|completed), Twiml or Url",
+            )
         }
     }
 }
@@ -463,9 +705,15 @@ fn voice_params(st: &SimState, call: &SimCall, status: &str) -> Vec<(String, Str
 }
 
 /// POSTs a signed form webhook; returns the body on 2xx.
-pub(crate) async fn signed_post(st: &SimState, url: &str, params: &[(String, String)]) -> Result<String, String> {
+pub(crate) async fn signed_post(
+    st: &SimState,
+    url: &str,
+    params: &[(String, String)],
+) -> Result<String, String> {
     let sig = sign::signature(&st.config.auth_token, url, params);
-    let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish();
     let resp = st
         .twilio
         .http
@@ -478,7 +726,14 @@ pub(crate) async fn signed_post(st: &SimState, url: &str, params: &[(String, Str
         .map_err(|e| format!("request to {url} failed: {e}"))?;
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
-    if status.is_success() { Ok(text) } else { Err(format!("{url} answered HTTP {status}: {}", text.chars().take(200).collect::<String>())) }
+    if status.is_success() {
+        Ok(text)
+    } else {
+        Err(format!(
+            "{url} answered HTTP {status}: {}",
+            text.chars().take(200).collect::<String>()
+        ))
+    }
 }
 
 struct Callbacks {
@@ -486,16 +741,51 @@ struct Callbacks {
     held: Vec<Vec<(String, String)>>,
 }
 
-async fn run_call(st: Arc<SimState>, call: Arc<SimCall>, req: Create, scenario: Option<Scenario>, mut ctl: mpsc::UnboundedReceiver<Control>) {
-    let mut cbs = Callbacks { seq: 0, held: Vec::new() };
-    let answer = scenario.as_ref().map(|s| s.answer.clone()).unwrap_or_default();
-    let faults = scenario.as_ref().map(|s| s.faults.clone()).unwrap_or_default();
+async fn run_call(
+    st: Arc<SimState>,
+    call: Arc<SimCall>,
+    req: Create,
+    scenario: Option<Scenario>,
+    mut ctl: mpsc::UnboundedReceiver<Control>,
+) {
+    let mut cbs = Callbacks {
+        seq: 0,
+        held: Vec::new(),
+    };
+    let answer = scenario
+        .as_ref()
+        .map(|s| s.answer.clone())
+        .unwrap_or_default();
+    let faults = scenario
+        .as_ref()
+        .map(|s| s.faults.clone())
+        .unwrap_or_default();
 
     tokio::time::sleep(Duration::from_millis(5)).await;
     call.set_status("initiated");
-    callback(&st, &call, &req, &faults, &mut cbs, "initiated", "initiated", &[]).await;
+    callback(
+        &st,
+        &call,
+        &req,
+        &faults,
+        &mut cbs,
+        "initiated",
+        "initiated",
+        &[],
+    )
+    .await;
     call.set_status("ringing");
-    callback(&st, &call, &req, &faults, &mut cbs, "ringing", "ringing", &[]).await;
+    callback(
+        &st,
+        &call,
+        &req,
+        &faults,
+        &mut cbs,
+        "ringing",
+        "ringing",
+        &[],
+    )
+    .await;
 
     let ring = st.config.scaled(answer.ring_ms);
     let timeout = Duration::from_secs(req.timeout);
@@ -525,13 +815,35 @@ async fn run_call(st: Arc<SimState>, call: Arc<SimCall>, req: Create, scenario: 
         call.with(|c| c.ended_by = Some(outcome.into()));
         outcome.to_owned()
     } else {
-        answered(&st, &call, &req, scenario.as_ref(), &faults, &mut cbs, &mut ctl).await
+        answered(
+            &st,
+            &call,
+            &req,
+            scenario.as_ref(),
+            &faults,
+            &mut cbs,
+            &mut ctl,
+        )
+        .await
     };
     call.set_status(&final_status);
     let duration = call.with(|c| c.duration_secs.unwrap_or(0));
     call.with(|c| c.duration_secs = Some(duration));
     let d = duration.to_string();
-    callback(&st, &call, &req, &faults, &mut cbs, "completed", &final_status, &[("CallDuration", &d), ("Duration", &duration.div_ceil(60).max(1).to_string())]).await;
+    callback(
+        &st,
+        &call,
+        &req,
+        &faults,
+        &mut cbs,
+        "completed",
+        &final_status,
+        &[
+            ("CallDuration", &d),
+            ("Duration", &duration.div_ceil(60).max(1).to_string()),
+        ],
+    )
+    .await;
     // Release anything held back for out-of-order delivery.
     for params in std::mem::take(&mut cbs.held) {
         send_callback(&st, &call, &req, &faults, params).await;
@@ -551,20 +863,35 @@ async fn answered(
     let started = tokio::time::Instant::now();
     let machine = scenario.is_some_and(|s| s.answer.kind == AnswerKind::Machine);
     let answered_by = req.amd.as_ref().map(|mode| {
-        scenario.and_then(|s| s.answer.answered_by.clone()).unwrap_or_else(|| {
-            match (machine, mode.as_str()) {
-                (false, _) => "human",
-                (true, "DetectMessageEnd") => "machine_end_beep",
-                (true, _) => "machine_start",
-            }
-            .to_owned()
-        })
+        scenario
+            .and_then(|s| s.answer.answered_by.clone())
+            .unwrap_or_else(|| {
+                match (machine, mode.as_str()) {
+                    (false, _) => "human",
+                    (true, "DetectMessageEnd") => "machine_end_beep",
+                    (true, _) => "machine_start",
+                }
+                .to_owned()
+            })
     });
     call.set_status("in-progress");
     let sync_amd = answered_by.clone().filter(|_| req.async_amd.is_none());
     call.with(|c| c.answered_by = answered_by.clone());
-    let amd_extra: Vec<(&str, &str)> = sync_amd.as_deref().map(|a| vec![("AnsweredBy", a)]).unwrap_or_default();
-    callback(st, call, req, faults, cbs, "answered", "in-progress", &amd_extra).await;
+    let amd_extra: Vec<(&str, &str)> = sync_amd
+        .as_deref()
+        .map(|a| vec![("AnsweredBy", a)])
+        .unwrap_or_default();
+    callback(
+        st,
+        call,
+        req,
+        faults,
+        cbs,
+        "answered",
+        "in-progress",
+        &amd_extra,
+    )
+    .await;
     if let (Some(url), Some(a)) = (req.async_amd.clone(), answered_by.clone()) {
         let (st2, call2) = (st.clone(), call.clone());
         tokio::spawn(async move {
@@ -587,7 +914,13 @@ async fn answered(
             TwimlSource::Inline(t) => t.clone(),
             TwimlSource::Url(u, m) => {
                 if m == "GET" {
-                    st.violations.record(Side::Twiml, Some(&call.sid), "twiml-get", "TwiML fetch by GET is not simulated; use POST", u);
+                    st.violations.record(
+                        Side::Twiml,
+                        Some(&call.sid),
+                        "twiml-get",
+                        "TwiML fetch by GET is not simulated; use POST",
+                        u,
+                    );
                 }
                 let mut p = voice_params(st, call, "in-progress");
                 if let Some(a) = &sync_amd {
@@ -596,7 +929,13 @@ async fn answered(
                 match signed_post(st, u, &p).await {
                     Ok(x) => x,
                     Err(e) => {
-                        st.violations.record(Side::Twiml, Some(&call.sid), "twiml-fetch-failed", format!("fetching TwiML failed: {e}"), u);
+                        st.violations.record(
+                            Side::Twiml,
+                            Some(&call.sid),
+                            "twiml-fetch-failed",
+                            format!("fetching TwiML failed: {e}"),
+                            u,
+                        );
                         break 'doc "application-error";
                     }
                 }
@@ -605,7 +944,13 @@ async fn answered(
         let verbs = match twiml::parse(&xml) {
             Ok(v) => v,
             Err(e) => {
-                st.violations.record(Side::Twiml, Some(&call.sid), "bad-twiml", format!("invalid TwiML: {e}"), &xml);
+                st.violations.record(
+                    Side::Twiml,
+                    Some(&call.sid),
+                    "bad-twiml",
+                    format!("invalid TwiML: {e}"),
+                    &xml,
+                );
                 break 'doc "application-error";
             }
         };
@@ -615,7 +960,10 @@ async fn answered(
                 Verb::Say(t) => format!("Say {t}"),
                 Verb::Pause(n) => format!("Pause {n}"),
                 Verb::Hangup => "Hangup".into(),
-                Verb::Play { digits, url } => format!("Play {}", digits.clone().or(url.clone()).unwrap_or_default()),
+                Verb::Play { digits, url } => format!(
+                    "Play {}",
+                    digits.clone().or(url.clone()).unwrap_or_default()
+                ),
                 Verb::Dial(n) => format!("Dial {n}"),
                 Verb::Redirect(u) => format!("Redirect {u}"),
             };
@@ -627,7 +975,9 @@ async fn answered(
                         break 'doc "application-error";
                     }
                     call.with(|c| c.stream_params.push(stream.parameters.clone()));
-                    match media::run_stream(st, call, &stream, &mut callee, ctl, deadline, faults).await {
+                    match media::run_stream(st, call, &stream, &mut callee, ctl, deadline, faults)
+                        .await
+                    {
                         media::StreamEnd::ServerClosed => continue,
                         media::StreamEnd::Redirect(src) => {
                             source = src;
@@ -638,7 +988,8 @@ async fn answered(
                 }
                 Verb::Say(_) | Verb::Dial(_) => {}
                 Verb::Pause(n) => {
-                    if let Some(end) = wait_or_control(ctl, Duration::from_secs(n), deadline).await {
+                    if let Some(end) = wait_or_control(ctl, Duration::from_secs(n), deadline).await
+                    {
                         match end {
                             Ok(by) => break 'doc by,
                             Err(src) => {
@@ -651,11 +1002,22 @@ async fn answered(
                 Verb::Hangup => break 'doc "twiml-hangup",
                 Verb::Play { digits, .. } => {
                     if let Some(d) = digits {
-                        let valid = d.chars().all(|ch| ch.is_ascii_digit() || "wW*#ABCD".contains(ch));
+                        let valid = d
+                            .chars()
+                            .all(|ch| ch.is_ascii_digit() || "wW*#ABCD".contains(ch));
                         if !valid {
-                            st.violations.record(Side::Twiml, Some(&call.sid), "bad-digits", "<Play digits> takes 0-9 A-D * # w W", &d);
+                            st.violations.record(
+                                Side::Twiml,
+                                Some(&call.sid),
+                                "bad-digits",
+                                "<Play digits> takes 0-9 A-D * # w W",
+                                &d,
+                            );
                         }
-                        call.with(|c| c.digits_received.extend(d.chars().filter(|ch| !"wW".contains(*ch))));
+                        call.with(|c| {
+                            c.digits_received
+                                .extend(d.chars().filter(|ch| !"wW".contains(*ch)))
+                        });
                     }
                 }
                 Verb::Redirect(u) => {
@@ -707,14 +1069,19 @@ async fn callback(
     status: &str,
     extra: &[(&str, &str)],
 ) {
-    if req.status_callback.is_none() || (event != "completed" && !req.events.iter().any(|e| e == event)) {
+    if req.status_callback.is_none()
+        || (event != "completed" && !req.events.iter().any(|e| e == event))
+    {
         return;
     }
     let mut p = voice_params(st, call, status);
     p.push(("CallbackSource".into(), "call-progress-events".into()));
     p.push(("SequenceNumber".into(), cbs.seq.to_string()));
     p.push(("Timestamp".into(), Utc::now().to_rfc2822()));
-    if let Some(a) = call.with(|c| c.answered_by.clone()).filter(|_| req.async_amd.is_none()) {
+    if let Some(a) = call
+        .with(|c| c.answered_by.clone())
+        .filter(|_| req.async_amd.is_none())
+    {
         if !extra.iter().any(|(k, _)| *k == "AnsweredBy") {
             p.push(("AnsweredBy".into(), a));
         }
@@ -734,10 +1101,24 @@ async fn callback(
     }
 }
 
-async fn send_callback(st: &Arc<SimState>, call: &Arc<SimCall>, req: &Create, faults: &super::scenario::Faults, params: Vec<(String, String)>) {
-    let Some((url, method)) = req.status_callback.clone() else { return };
+async fn send_callback(
+    st: &Arc<SimState>,
+    call: &Arc<SimCall>,
+    req: &Create,
+    faults: &super::scenario::Faults,
+    params: Vec<(String, String)>,
+) {
+    let Some((url, method)) = req.status_callback.clone() else {
+        return;
+    };
     if method != "POST" {
-        st.violations.record(Side::TwilioRest, Some(&call.sid), "callback-get", "StatusCallbackMethod GET is not simulated; use POST", &method);
+        st.violations.record(
+            Side::TwilioRest,
+            Some(&call.sid),
+            "callback-get",
+            "StatusCallbackMethod GET is not simulated; use POST",
+            &method,
+        );
     }
     let times = if faults.callback_duplicate { 2 } else { 1 };
     let delay = faults.callback_delay_ms.map(|ms| st.config.scaled(ms));

@@ -12,7 +12,8 @@ pub fn signature(auth_token: &str, url: &str, params: &[(String, String)]) -> St
     let mut sorted: Vec<&(String, String)> = params.iter().collect();
     sorted.sort();
     sorted.dedup();
-    let mut mac = HmacSha1::new_from_slice(auth_token.as_bytes()).expect("HMAC takes any key length");
+    let mut mac =
+        HmacSha1::new_from_slice(auth_token.as_bytes()).expect("HMAC takes any key length");
     mac.update(url.as_bytes());
     for (k, v) in sorted {
         mac.update(k.as_bytes());
@@ -36,11 +37,19 @@ mod tests {
             p("To", "+18005551212"),
         ];
         assert_eq!(
-            signature("12345", "https://mycompany.com/myapp.php?foo=1&bar=2", &params),
+            signature(
+                "12345",
+                "https://mycompany.com/myapp.php?foo=1&bar=2",
+                &params
+            ),
             "RSOYDt4T1cUTdK1PDd93/VVr8B8="
         );
         assert_eq!(
-            signature("12345", "https://mycompany.com:443/myapp.php?foo=1&bar=2", &params),
+            signature(
+                "12345",
+                "https://mycompany.com:443/myapp.php?foo=1&bar=2",
+                &params
+            ),
             "kvajT1Ptam85bY51eRf/AJRuM3w="
         );
     }

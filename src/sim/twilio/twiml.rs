@@ -8,11 +8,17 @@ use quick_xml::events::{BytesStart, Event};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Verb {
-    Connect { action: Option<String>, stream: Stream },
+    Connect {
+        action: Option<String>,
+        stream: Stream,
+    },
     Say(String),
     Pause(u64),
     Hangup,
-    Play { digits: Option<String>, url: Option<String> },
+    Play {
+        digits: Option<String>,
+        url: Option<String>,
+    },
     Dial(String),
     Redirect(String),
 }
@@ -31,9 +37,14 @@ fn attrs(e: &BytesStart, allowed: &[&str]) -> Result<BTreeMap<String, String>, S
         let a = a.map_err(|err| format!("bad attribute on <{tag}>: {err}"))?;
         let key = a.key.as_ref().to_owned();
         if !allowed.contains(&key.as_str()) {
-            return Err(format!("<{tag}> has unknown attribute '{key}' (allowed: {})", allowed.join(", ")));
+            return Err(format!(
+                "<{tag}> has unknown attribute '{key}' (allowed: {})",
+                allowed.join(", ")
+            ));
         }
-        let val = a.normalized_value(quick_xml::XmlVersion::Implicit1_0).map_err(|err| format!("bad value for {key} on <{tag}>: {err}"))?;
+        let val = a
+            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+            .map_err(|err| format!("bad value for {key} on <{tag}>: {err}"))?;
         out.insert(key, val.into_owned());
     }
     Ok(out)
@@ -50,7 +61,9 @@ pub fn parse(xml: &str) -> Result<Vec<Verb>, String> {
     let mut stream: Option<Stream> = None;
     let mut saw_response = false;
     loop {
-        let ev = r.read_event().map_err(|e| format!("TwiML is not well-formed XML: {e}"))?;
+        let ev = r
+            .read_event()
+            .map_err(|e| format!("TwiML is not well-formed XML: {e}"))?;
         match ev {
             Event::Decl(_) | Event::Comment(_) => {}
             Event::Start(ref e) | Event::Empty(ref e) => {
@@ -62,15 +75,35 @@ pub fn parse(xml: &str) -> Result<Vec<Verb>, String> {
                         saw_response = true;
                         attrs(e, &[])?;
                     }
-                    (None, other) => return Err(format!("the root element must be <Response>, got <{other}>")),
+                    (None, other) => {
+                        return Err(format!(
+                            "the root element must be <Response>, got <{other}>"
+                        ));
+                    }
                     (Some("Response"), "Connect") => {
                         let a = attrs(e, &["action", "method"])?;
                         connect_action = Some(a.get("action").cloned());
                     }
                     (Some("Connect"), "Stream") => {
-                        let a = attrs(e, &["url", "name", "track", "statusCallback", "statusCallbackMethod"])?;
-                        let url = a.get("url").cloned().ok_or("<Stream> needs a url attribute")?;
-                        stream = Some(Stream { url, name: a.get("name").cloned(), parameters: BTreeMap::new() });
+                        let a = attrs(
+                            e,
+                            &[
+                                "url",
+                                "name",
+                                "track",
+                                "statusCallback",
+                                "statusCallbackMethod",
+                            ],
+                        )?;
+                        let url = a
+                            .get("url")
+                            .cloned()
+                            .ok_or("<Stream> needs a url attribute")?;
+                        stream = Some(Stream {
+                            url,
+                            name: a.get("name").cloned(),
+                            parameters: BTreeMap::new(),
+                        });
                     }
                     (Some("Stream"), "Parameter") => {
                         let a = attrs(e, &["name", "value"])?;
@@ -81,17 +114,30 @@ pub fn parse(xml: &str) -> Result<Vec<Verb>, String> {
                             s.parameters.insert(n.clone(), v.clone());
                         }
                     }
-                    (Some("Response"), "Say") => cur_attrs = attrs(e, &["voice", "language", "loop"])?,
+                    (Some("Response"), "Say") => {
+                        cur_attrs = attrs(e, &["voice", "language", "loop"])?
+                    }
                     (Some("Response"), "Pause") => cur_attrs = attrs(e, &["length"])?,
                     (Some("Response"), "Hangup") => cur_attrs = attrs(e, &[])?,
                     (Some("Response"), "Play") => cur_attrs = attrs(e, &["digits", "loop"])?,
-                    (Some("Response"), "Dial") => cur_attrs = attrs(e, &["callerId", "timeout", "action", "method"])?,
+                    (Some("Response"), "Dial") => {
+                        cur_attrs = attrs(e, &["callerId", "timeout", "action", "method"])?
+                    }
                     (Some("Response"), "Redirect") => cur_attrs = attrs(e, &["method"])?,
-                    (Some(p), other) => return Err(format!("<{other}> is not allowed inside <{p}>")),
+                    (Some(p), other) => {
+                        return Err(format!("<{other}> is not allowed inside <{p}>"));
+                    }
                 }
                 text.clear();
                 if empty {
-                    close(&name, &mut verbs, &mut cur_attrs, &text, &mut connect_action, &mut stream)?;
+                    close(
+                        &name,
+                        &mut verbs,
+                        &mut cur_attrs,
+                        &text,
+                        &mut connect_action,
+                        &mut stream,
+                    )?;
                 } else {
                     stack.push(name);
                 }
@@ -118,7 +164,14 @@ pub fn parse(xml: &str) -> Result<Vec<Verb>, String> {
             }
             Event::End(_) => {
                 let name = stack.pop().ok_or("unbalanced TwiML")?;
-                close(&name, &mut verbs, &mut cur_attrs, &text, &mut connect_action, &mut stream)?;
+                close(
+                    &name,
+                    &mut verbs,
+                    &mut cur_attrs,
+                    &text,
+                    &mut connect_action,
+                    &mut stream,
+                )?;
                 text.clear();
             }
             Event::Eof => {
@@ -147,7 +200,11 @@ fn close(
     match name {
         "Say" => verbs.push(Verb::Say(text.trim().to_owned())),
         "Pause" => {
-            let len = a.get("length").map(|l| l.parse::<u64>()).transpose().map_err(|_| "<Pause length> must be whole seconds")?;
+            let len = a
+                .get("length")
+                .map(|l| l.parse::<u64>())
+                .transpose()
+                .map_err(|_| "<Pause length> must be whole seconds")?;
             verbs.push(Verb::Pause(len.unwrap_or(1)));
         }
         "Hangup" => verbs.push(Verb::Hangup),
@@ -189,7 +246,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v.len(), 3);
-        let Verb::Connect { stream, action } = &v[0] else { panic!("{v:?}") };
+        let Verb::Connect { stream, action } = &v[0] else {
+            panic!("{v:?}")
+        };
         assert_eq!(stream.url, "wss://engine.example.com/twilio/media");
         assert_eq!(stream.parameters["token"], "one-time-secret");
         assert!(action.is_some());
@@ -199,7 +258,13 @@ mod tests {
 
     #[test]
     fn rejects_bad_documents() {
-        for bad in ["<Response><Bogus/></Response>", "<Resp/>", "<Response><Connect/></Response>", "<Response><Say>", "not xml"] {
+        for bad in [
+            "<Response><Bogus/></Response>",
+            "<Resp/>",
+            "<Response><Connect/></Response>",
+            "<Response><Say>",
+            "not xml",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
         assert!(parse(r#"<Response><Play digits="1w2"/></Response>"#).is_ok());

@@ -1,0 +1,287 @@
+//! Recovery at start: no call is left running unattended after a crash.
+//!
+//! A call whose log has no terminal event was live when the engine last stopped, and no actor
+//! runs it now. For each one: ask the carrier for the call's status; if it is still live, hang it
+//! up (`canceled` while queued/ringing, `completed` once answered, re-checked so a call answered
+//! in between is not missed); then write its final state (`failed`, detail `engine_restarted`,
+//! reason "engine restarted").
+//!
+//! The carrier is behind the small [`Carrier`] trait so this module does not depend on the
+//! engine's REST client; [`TwilioCarrier`] is a self-contained implementation over the Twilio
+//! Calls API (and the simulator's copy of it).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures_util::future::BoxFuture;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::TwilioConfig;
+use crate::model::{
+    CallDetail, CallId, CallRecord, CallState, EventKind, NewEvent, Outcome, OutcomeStatus,
+};
+use crate::store::{Store, StoreError};
+
+/// The reason written on every call recovery ends.
+pub const REASON: &str = "engine restarted";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot build the carrier HTTP client: {0}")]
+    Client(String),
+}
+
+/// What recovery needs from a carrier.
+pub trait Carrier: Send + Sync {
+    /// The carrier's status word for `call_sid` (`queued`, `ringing`, `in-progress`,
+    /// `completed` …), or `None` when the carrier does not know the call.
+    fn status<'a>(&'a self, call_sid: &'a str) -> BoxFuture<'a, Result<Option<String>, String>>;
+
+    /// Asks the carrier to end the call: `status` is `canceled` or `completed`.
+    fn hang_up<'a>(
+        &'a self,
+        call_sid: &'a str,
+        status: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// Carrier statuses in which a call may still be running.
+pub fn is_live(status: &str) -> bool {
+    matches!(status, "queued" | "initiated" | "ringing" | "in-progress")
+}
+
+/// What recovery did to one call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reconciled {
+    pub call_id: CallId,
+    pub call_sid: Option<String>,
+    /// The carrier's status when asked (`None`: no carrier call, or the carrier did not know it).
+    pub carrier_status: Option<String>,
+    /// True when recovery asked the carrier to end the call and it accepted.
+    pub hung_up: bool,
+    /// A carrier failure, if any (the call is still marked ended; Twilio's `TimeLimit` bounds it).
+    pub problem: Option<String>,
+}
+
+/// Reconciles every unfinished call in `store`. Call it once at start, before the engine
+/// admits new calls; it writes straight to the store (nobody is subscribed yet).
+pub async fn reconcile(
+    store: &dyn Store,
+    carrier: &dyn Carrier,
+) -> Result<Vec<Reconciled>, RecoveryError> {
+    let mut out = Vec::new();
+    for rec in store.unfinished().await? {
+        out.push(reconcile_one(store, carrier, &rec).await?);
+    }
+    Ok(out)
+}
+
+async fn reconcile_one(
+    store: &dyn Store,
+    carrier: &dyn Carrier,
+    rec: &CallRecord,
+) -> Result<Reconciled, RecoveryError> {
+    let mut result = Reconciled {
+        call_id: rec.id,
+        call_sid: rec.carrier_call_sid.clone(),
+        carrier_status: None,
+        hung_up: false,
+        problem: None,
+    };
+    let mut final_status = None;
+    if let Some(sid) = rec.carrier_call_sid.as_deref() {
+        match carrier.status(sid).await {
+            Ok(status) => {
+                result.carrier_status = status.clone();
+                final_status = status.clone();
+                if let Some(s) = status.filter(|s| is_live(s)) {
+                    match hang_up(carrier, sid, &s).await {
+                        Ok(after) => {
+                            result.hung_up = true;
+                            final_status = after.or(final_status);
+                        }
+                        Err(e) => result.problem = Some(e),
+                    }
+                }
+            }
+            Err(e) => {
+                // Unknown state: end it blindly, `completed` works in every live state.
+                match carrier.hang_up(sid, "completed").await {
+                    Ok(()) => {
+                        result.hung_up = true;
+                        result.problem = Some(format!("status unknown ({e}); hung up anyway"));
+                    }
+                    Err(e2) => {
+                        result.problem = Some(format!("status: {e}; hang-up: {e2}"));
+                    }
+                }
+            }
+        }
+    }
+    if let Some(p) = &result.problem {
+        tracing::error!(call_id = %rec.id, problem = %p,
+            "recovery could not confirm the carrier call ended; its TimeLimit bounds it");
+    } else {
+        tracing::info!(call_id = %rec.id, carrier_status = ?result.carrier_status,
+            hung_up = result.hung_up, "recovered an unfinished call");
+    }
+    let now = Utc::now();
+    let mut events = Vec::new();
+    if let (Some(sid), Some(status)) = (&rec.carrier_call_sid, &final_status) {
+        events.push(NewEvent::now(
+            rec.id,
+            EventKind::Carrier {
+                status: status.clone(),
+                call_sid: Some(sid.clone()),
+                answered_by: None,
+            },
+        ));
+    }
+    let duration_secs = rec
+        .answered_at
+        .map(|a| (now - a).num_seconds().max(0) as u64)
+        .unwrap_or(0);
+    events.push(NewEvent::now(
+        rec.id,
+        EventKind::Ended {
+            state: CallState::Failed,
+            detail: CallDetail::EngineRestarted,
+            reason: Some(REASON.into()),
+            outcome: Some(Outcome::new(
+                OutcomeStatus::Unknown,
+                "The engine restarted while this call was live; it was ended without a result.",
+            )),
+            duration_secs,
+            usage: rec.usage.clone(),
+        },
+    ));
+    store.append(events).await?;
+    Ok(result)
+}
+
+/// Cancels (queued/ringing) or completes (answered) the call, then re-checks once so a call
+/// answered between the fetch and the cancel is still ended. Returns the last status seen.
+async fn hang_up(carrier: &dyn Carrier, sid: &str, status: &str) -> Result<Option<String>, String> {
+    let first = if status == "in-progress" {
+        "completed"
+    } else {
+        "canceled"
+    };
+    carrier.hang_up(sid, first).await?;
+    let after = carrier.status(sid).await?;
+    if first == "canceled" && after.as_deref().is_some_and(is_live) {
+        carrier.hang_up(sid, "completed").await?;
+        return carrier.status(sid).await;
+    }
+    Ok(after)
+}
+
+/// [`Carrier`] over the Twilio Calls REST API (`GET`/`POST …/Calls/{sid}.json`).
+pub struct TwilioCarrier {
+    client: reqwest::Client,
+    api_base: String,
+    account_sid: String,
+    auth_token: SecretString,
+}
+
+impl TwilioCarrier {
+    pub fn new(cfg: &TwilioConfig) -> Result<Self, RecoveryError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| RecoveryError::Client(e.to_string()))?;
+        Ok(TwilioCarrier {
+            client,
+            api_base: cfg.api_base.trim_end_matches('/').to_owned(),
+            account_sid: cfg.account_sid.clone(),
+            auth_token: cfg.auth_token.clone(),
+        })
+    }
+
+    fn url(&self, sid: &str) -> String {
+        format!(
+            "{}/2010-04-01/Accounts/{}/Calls/{sid}.json",
+            self.api_base, self.account_sid
+        )
+    }
+
+    pub fn shared(self) -> Arc<dyn Carrier> {
+        Arc::new(self)
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct CallResource {
+    status: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct TwilioError {
+    code: Option<u64>,
+    message: Option<String>,
+}
+
+async fn twilio_failure(resp: reqwest::Response) -> String {
+    let status = resp.status();
+    match resp.json::<TwilioError>().await {
+        Ok(e) => format!(
+            "Twilio answered {status}: {} (code {})",
+            e.message.unwrap_or_default(),
+            e.code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "none".into())
+        ),
+        Err(_) => format!("Twilio answered {status}"),
+    }
+}
+
+impl Carrier for TwilioCarrier {
+    fn status<'a>(&'a self, call_sid: &'a str) -> BoxFuture<'a, Result<Option<String>, String>> {
+        Box::pin(async move {
+            let resp = self
+                .client
+                .get(self.url(call_sid))
+                .basic_auth(&self.account_sid, Some(self.auth_token.expose_secret()))
+                .send()
+                .await
+                .map_err(|e| format!("fetching call {call_sid}: {e}"))?;
+            if resp.status() == reqwest::StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            if !resp.status().is_success() {
+                return Err(twilio_failure(resp).await);
+            }
+            let call: CallResource = resp
+                .json()
+                .await
+                .map_err(|e| format!("reading call {call_sid}: {e}"))?;
+            Ok(call.status)
+        })
+    }
+
+    fn hang_up<'a>(
+        &'a self,
+        call_sid: &'a str,
+        status: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let resp = self
+                .client
+                .post(self.url(call_sid))
+                .basic_auth(&self.account_sid, Some(self.auth_token.expose_secret()))
+                .form(&[("Status", status)])
+                .send()
+                .await
+                .map_err(|e| format!("hanging up call {call_sid}: {e}"))?;
+            // 404: the carrier has no such live call, which is what we wanted.
+            if resp.status().is_success() || resp.status() == reqwest::StatusCode::NOT_FOUND {
+                return Ok(());
+            }
+            Err(twilio_failure(resp).await)
+        })
+    }
+}

@@ -1,0 +1,460 @@
+//! REST `/v1` over real sockets: every route, every error class, the bearer token, and the
+//! OpenAPI document, with the engine on the simulator and a real SQLite store.
+
+#[path = "support/store_stack.rs"]
+mod store_stack;
+#[path = "support/store_tmp.rs"]
+mod store_tmp;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use store_stack::{RESTAURANT, Stack, TOKEN, start};
+use switchboard::engine::store::Store;
+use switchboard::engine::{
+    CallDetail, CallId, CallRequest, CallState, EventKind, NewEvent, Speaker, Usage,
+};
+
+async fn error_of(resp: reqwest::Response, status: u16, code: &str) -> String {
+    assert_eq!(resp.status().as_u16(), status);
+    let body: Value = resp.json().await.expect("JSON error body");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    let msg = body["error"]["message"].as_str().unwrap().to_owned();
+    assert!(!msg.is_empty());
+    msg
+}
+
+/// Writes `n` finished calls straight into the store (as a previous run would have).
+async fn seed_ended_calls(s: &Stack, n: usize) -> Vec<CallId> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = CallId::generate();
+        ids.push(id);
+        s.store
+            .append(vec![
+                NewEvent::now(
+                    id,
+                    EventKind::Created {
+                        request: CallRequest::new("+14155550100", format!("seeded call {i}")),
+                    },
+                ),
+                NewEvent::now(
+                    id,
+                    EventKind::Transcript {
+                        speaker: Speaker::Callee,
+                        text: format!("hello {i}"),
+                        offset_ms: 61_500,
+                    },
+                ),
+                NewEvent::now(
+                    id,
+                    EventKind::Ended {
+                        state: if i % 2 == 0 {
+                            CallState::Completed
+                        } else {
+                            CallState::Failed
+                        },
+                        detail: CallDetail::CalleeHungUp,
+                        reason: None,
+                        outcome: None,
+                        duration_secs: 3,
+                        usage: Usage::default(),
+                    },
+                ),
+            ])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    ids
+}
+
+#[tokio::test]
+async fn auth_is_required_on_every_route() {
+    let s = start("rest-auth", |_| {}).await;
+    let id = CallId::generate();
+    let routes = [
+        ("GET", "/v1/calls".to_string()),
+        ("POST", "/v1/calls".to_string()),
+        ("GET", format!("/v1/calls/{id}")),
+        ("POST", format!("/v1/calls/{id}/cancel")),
+        ("GET", format!("/v1/calls/{id}/transcript")),
+        ("GET", "/v1/events".to_string()),
+        ("GET", "/v1/openapi.json".to_string()),
+    ];
+    for (method, path) in &routes {
+        let url = format!("{}{path}", s.base);
+        let req = if *method == "GET" {
+            s.http.get(&url)
+        } else {
+            s.http.post(&url).json(&json!({}))
+        };
+        let msg = error_of(req.send().await.unwrap(), 401, "unauthorized").await;
+        assert!(msg.contains("Bearer"), "{msg}");
+        let req = if *method == "GET" {
+            s.http.get(&url)
+        } else {
+            s.http.post(&url).json(&json!({}))
+        };
+        let resp = req.bearer_auth("wrong-token").send().await.unwrap();
+        error_of(resp, 401, "unauthorized").await;
+    }
+    let ok = s.get("/v1/calls").send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_ne!(TOKEN, "wrong-token");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_call_through_every_route() {
+    let s = start("rest-flow", |_| {}).await;
+    let resp = s
+        .post("/v1/calls")
+        .json(&json!({"to": RESTAURANT, "goal": "Book a table for two at 7:30 tonight",
+                      "context": "The booking is for Alex Kim. Alex's callback number is +14155550123."}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    let created: Value = resp.json().await.unwrap();
+    let id = created["callId"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("/v1/calls/{id}"));
+    assert!(created["state"].is_string());
+
+    let rec: Value = s.get(&location).send().await.unwrap().json().await.unwrap();
+    assert_eq!(rec["id"], id.as_str());
+    assert_eq!(rec["request"]["to"], RESTAURANT);
+
+    let call_id: CallId = id.parse().unwrap();
+    let done = s
+        .stack
+        .engine
+        .wait(call_id, Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(done.state, CallState::Completed, "{done:?}");
+
+    let rec: Value = s.get(&location).send().await.unwrap().json().await.unwrap();
+    assert_eq!(rec["state"], "completed");
+
+    let t: Value = s
+        .get(&format!("/v1/calls/{id}/transcript"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(t["callId"], id.as_str());
+    let turns = t["turns"].as_array().unwrap();
+    assert!(turns.len() >= 2, "{t}");
+    let text = s
+        .get(&format!("/v1/calls/{id}/transcript"))
+        .header("accept", "text/plain")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        text.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = text.text().await.unwrap();
+    assert_eq!(text.lines().count(), turns.len());
+    assert!(text.contains("agent: "), "{text}");
+
+    let list: Value = s
+        .get("/v1/calls?state=completed")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        list["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == id.as_str())
+    );
+
+    let cancel = s
+        .post(&format!("/v1/calls/{id}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 200);
+    let cancel: Value = cancel.json().await.unwrap();
+    assert_eq!(
+        cancel["canceled"], false,
+        "an ended call is not canceled again"
+    );
+    assert_eq!(cancel["state"], "completed");
+    let served: Value = s
+        .get("/v1/openapi.json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(served, switchboard::http::api::openapi_document());
+    assert!(s.stack.sim.violations().is_empty());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_while_dialing() {
+    let s = start("rest-cancel", |_| {}).await;
+    let id = s.place_restaurant_call().await;
+    let resp = s
+        .post(&format!("/v1/calls/{id}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["canceled"], true, "{body}");
+    let rec = s
+        .stack
+        .engine
+        .wait(id.parse().unwrap(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(rec.state, CallState::Canceled);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn list_paginates_newest_first_with_filters() {
+    let s = start("rest-list", |_| {}).await;
+    let ids = seed_ended_calls(&s, 5).await;
+    let mut seen = Vec::new();
+    let mut path = "/v1/calls?limit=2".to_string();
+    for _ in 0..5 {
+        let page: Value = s.get(&path).send().await.unwrap().json().await.unwrap();
+        let calls = page["calls"].as_array().unwrap();
+        assert!(calls.len() <= 2);
+        seen.extend(calls.iter().map(|c| c["id"].as_str().unwrap().to_owned()));
+        match page["nextBefore"].as_str() {
+            Some(b) => path = format!("/v1/calls?limit=2&before={b}"),
+            None => break,
+        }
+    }
+    let want: Vec<String> = ids.iter().rev().map(|i| i.to_string()).collect();
+    assert_eq!(seen, want);
+    let failed: Value = s
+        .get("/v1/calls?state=failed")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(failed["calls"].as_array().unwrap().len(), 2);
+    // Calls from "before a restart" answer every read route.
+    let t = s
+        .get(&format!("/v1/calls/{}/transcript", ids[0]))
+        .header("accept", "text/plain")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(t, "[01:01.5] callee: hello 0\n");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn every_client_error_is_json_and_names_the_problem() {
+    let s = start("rest-errors", |_| {}).await;
+    let unknown = CallId::generate();
+
+    let m = error_of(
+        s.post("/v1/calls")
+            .json(&json!({"goal": "x"}))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert!(m.contains("to"), "{m}");
+    let m = error_of(
+        s.post("/v1/calls").send().await.unwrap(),
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert!(m.contains("empty"), "{m}");
+    let m = error_of(
+        s.post("/v1/calls").body("{not json").send().await.unwrap(),
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert!(m.contains("goal"), "{m}");
+    let m = error_of(
+        s.post("/v1/calls")
+            .json(&json!({"to": "555-0100", "goal": "x"}))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert!(m.contains("555-0100") || m.contains("E.164"), "{m}");
+
+    let m = error_of(
+        s.get("/v1/calls/not-an-id").send().await.unwrap(),
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert!(m.contains("not-an-id") && m.contains("ULID"), "{m}");
+    for path in [
+        format!("/v1/calls/{unknown}"),
+        format!("/v1/calls/{unknown}/transcript"),
+        format!("/v1/events?callId={unknown}"),
+    ] {
+        let m = error_of(s.get(&path).send().await.unwrap(), 404, "not_found").await;
+        assert!(m.contains(&unknown.to_string()), "{m}");
+    }
+    error_of(
+        s.post(&format!("/v1/calls/{unknown}/cancel"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+
+    let m = error_of(s.get("/v1/nope").send().await.unwrap(), 404, "not_found").await;
+    assert!(m.contains("/v1/nope"), "{m}");
+    for (q, needle) in [
+        ("state=ringing", "accepted: dialing"),
+        ("limit=0", "1 to 500"),
+        ("limit=many", "1 to 500"),
+        ("before=yesterday", "ULID"),
+        ("sort=asc", "accepted: state, limit, before"),
+    ] {
+        let m = error_of(
+            s.get(&format!("/v1/calls?{q}")).send().await.unwrap(),
+            400,
+            "invalid_request",
+        )
+        .await;
+        assert!(m.contains(needle), "{q}: {m}");
+    }
+    let m = error_of(
+        s.get("/v1/events?after=-1").send().await.unwrap(),
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert!(m.contains("after"), "{m}");
+    let m = error_of(
+        s.get("/v1/events")
+            .header("last-event-id", "abc")
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert!(m.contains("Last-Event-ID"), "{m}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn capacity_shutdown_and_storage_failures() {
+    let s = start("rest-capacity", |c| c.engine.calls.max_concurrent = 1).await;
+    let first = s.place_restaurant_call().await;
+    let resp = s
+        .post("/v1/calls")
+        .json(&json!({"to": RESTAURANT, "goal": "a second call"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["retry-after"], "5");
+    let m = error_of(resp, 429, "at_capacity").await;
+    assert!(m.contains("max_concurrent"), "{m}");
+
+    s.stack.engine.shutdown().await;
+    let resp = s
+        .post("/v1/calls")
+        .json(&json!({"to": RESTAURANT, "goal": "after shutdown"}))
+        .send()
+        .await
+        .unwrap();
+    error_of(resp, 503, "shutting_down").await;
+
+    // A store that can no longer be read is a 500 with a plain message, not a panic.
+    s.store.close().await;
+    let m = error_of(
+        s.get(&format!("/v1/calls/{first}")).send().await.unwrap(),
+        500,
+        "storage_error",
+    )
+    .await;
+    assert!(m.contains("storage"), "{m}");
+    s.stop().await;
+}
+
+#[test]
+fn openapi_document_covers_every_route_and_resolves() {
+    let doc = switchboard::http::api::openapi_document();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for p in [
+        "/v1/calls",
+        "/v1/calls/{id}",
+        "/v1/calls/{id}/cancel",
+        "/v1/calls/{id}/transcript",
+        "/v1/events",
+        "/v1/openapi.json",
+    ] {
+        assert!(doc["paths"][p].is_object(), "missing {p}");
+    }
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for name in [
+        "CallRequest",
+        "CallRecord",
+        "CallState",
+        "ErrorBody",
+        "CallEvent",
+    ] {
+        assert!(schemas.contains_key(name), "missing schema {name}");
+    }
+    // Every $ref points at a schema that exists.
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r.clone());
+                }
+                m.values().for_each(|x| refs(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(!all.is_empty());
+    for r in all {
+        let name = r
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("unexpected ref {r}"));
+        assert!(schemas.contains_key(name), "dangling ref {r}");
+    }
+    let req = &schemas["CallRequest"];
+    assert!(req["required"].as_array().unwrap().contains(&json!("to")));
+}
