@@ -309,7 +309,7 @@ impl Engine {
         socket: axum::extract::ws::WebSocket,
     ) -> Result<(), EngineError> {
         let call = self.lookup(id).await?.ok_or(EngineError::NotFound(id))?;
-        call.cast(CallMsg::MediaSocket(socket))
+        call.cast(CallMsg::MediaSocket(Box::new(socket)))
             .map_err(|_| EngineError::NotFound(id))
     }
 

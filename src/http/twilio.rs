@@ -4,6 +4,10 @@
 //! URL (never the Host header, which a proxy rewrites); a bad or missing one is refused with
 //! 403 before anything changes.
 
+// Handlers return `Result<_, Response>` so `?` can answer early; a response is built once per
+// request, never in a loop, so its size does not matter.
+#![allow(clippy::result_large_err)]
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::ws::WebSocketUpgrade;

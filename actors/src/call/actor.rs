@@ -306,7 +306,7 @@ impl CallActor {
                     return Ok(());
                 };
                 let args = TwilioLegArgs {
-                    socket,
+                    socket: *socket,
                     token: std::mem::take(&mut s.token),
                     call: me.clone(),
                     to_model: s.to_model_tx.clone(),

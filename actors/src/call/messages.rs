@@ -49,7 +49,7 @@ pub enum CallMsg {
     CarrierCreated(Result<CallResource, TwilioError>),
     Carrier(CarrierUpdate),
     Twiml(RpcReplyPort<String>),
-    MediaSocket(axum::extract::ws::WebSocket),
+    MediaSocket(Box<axum::extract::ws::WebSocket>),
     Media(MediaEvent),
     Model(ModelEvent),
     Drained,

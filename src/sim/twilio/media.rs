@@ -96,9 +96,7 @@ impl Callee {
             return Some(f);
         }
         for _ in 0..8 {
-            let Some(step) = self.steps.get(self.idx).cloned() else {
-                return None;
-            };
+            let step = self.steps.get(self.idx).cloned()?;
             if !self.step_started {
                 self.step_started = true;
                 self.wait_ticks =
@@ -339,8 +337,8 @@ pub(super) async fn run_stream(
                 let ts = (chunk - 1) * 20;
                 let text = match &speech {
                     Some(p) => {
-                        if st.stats.enabled() {
-                            if let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(p) { st.stats.sent(Dir::Uplink, &raw); }
+                        if st.stats.enabled() && let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(p) {
+                            st.stats.sent(Dir::Uplink, &raw);
                         }
                         media_json(seq, chunk, ts, p, &stream_sid)
                     }
