@@ -11,7 +11,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
 /// An empty working directory (so no ./config.toml is picked up) and an empty environment.
 fn clean_command(args: &[&str]) -> Command {
-    let dir = std::env::temp_dir().join(format!(
+    // Under target/ (Cargo's per-project test scratch space), not the system temp dir.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "switchboard-cli-{}-{}",
         std::process::id(),
         ulid::Ulid::generate()
