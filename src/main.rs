@@ -16,7 +16,6 @@ use switchboard::http::{self, AppState};
 use switchboard::local::{self, LocalStack};
 use switchboard::sim::{Scenario, SimConfig, Simulator};
 use switchboard_actors::outbox::{self, OutboxConfig};
-use switchboard_actors::recovery::{self, TwilioCarrier};
 use switchboard_actors::store::{SqliteStore, Store};
 use switchboard_actors::{
     CallId, CallRecord, CallRequest, CallState, Engine, EventKind, OutcomeStatus, Speaker,
@@ -249,18 +248,7 @@ impl Stack {
         let sqlite = SqliteStore::open(&data_dir)
             .await
             .with_context(|| format!("store.data_dir: cannot open {}", data_dir.display()))?;
-        // Calls that were live when the engine last stopped are hung up and closed before any
-        // new call is admitted.
-        let carrier = TwilioCarrier::new(&config.engine.twilio)?;
-        for r in recovery::reconcile(&sqlite, &carrier).await? {
-            tracing::warn!(
-                call_id = %r.call_id,
-                carrier_status = r.carrier_status.as_deref().unwrap_or("unknown"),
-                hung_up = r.hung_up,
-                problem = r.problem.as_deref().unwrap_or(""),
-                "recovered a call left unfinished by the last run"
-            );
-        }
+        // Engine::start reconciles calls left unfinished by the last run.
         let shutdown = CancellationToken::new();
         let outbox = outbox::spawn(
             sqlite.clone(),
