@@ -15,7 +15,8 @@ use switchboard::config::Config;
 use switchboard::http::{self, AppState};
 use switchboard::local::{self, LocalStack};
 use switchboard::sim::{Scenario, SimConfig, Simulator};
-use switchboard_actors::store::{MemoryStore, Store};
+use switchboard_actors::outbox::{self, OutboxConfig};
+use switchboard_actors::store::{SqliteStore, Store};
 use switchboard_actors::{
     CallId, CallRecord, CallRequest, CallState, Engine, EventKind, OutcomeStatus, Speaker,
 };
@@ -207,6 +208,8 @@ struct Stack {
     addr: std::net::SocketAddr,
     shutdown: CancellationToken,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Webhook delivery and retention purges; they stop with `shutdown`.
+    background: Vec<tokio::task::JoinHandle<()>>,
     #[allow(dead_code)] // handed to the MCP runner once it lands
     state: AppState,
 }
@@ -235,11 +238,29 @@ impl Stack {
         } else {
             None
         };
-        // TODO(store, issue 5): open `SqliteStore::open(&config.store.data_dir)` once it lands
-        // on main; until then call records live in memory.
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let engine = Engine::start(config.engine.clone(), store).await?;
+        // Simulated calls get their own database, so they never mix with real ones and
+        // recovery never asks the simulator about real calls.
+        let data_dir = if with_sim {
+            config.store.data_dir.join("sim")
+        } else {
+            config.store.data_dir.clone()
+        };
+        let sqlite = SqliteStore::open(&data_dir)
+            .await
+            .with_context(|| format!("store.data_dir: cannot open {}", data_dir.display()))?;
+        // Engine::start reconciles calls left unfinished by the last run.
         let shutdown = CancellationToken::new();
+        let outbox = outbox::spawn(
+            sqlite.clone(),
+            OutboxConfig::new(
+                config.store.webhook_urls.clone(),
+                config.store.webhook_secret.clone(),
+            ),
+            shutdown.clone(),
+        )?;
+        let retention = sqlite.spawn_retention(config.store.retention_days, shutdown.clone());
+        let store: Arc<dyn Store> = Arc::new(sqlite);
+        let engine = Engine::start(config.engine.clone(), store).await?;
         let state = AppState {
             engine: engine.clone(),
             config: Arc::new(config),
@@ -251,6 +272,7 @@ impl Stack {
             addr,
             shutdown,
             http,
+            background: outbox.into_iter().chain([retention]).collect(),
             state,
         })
     }
@@ -261,6 +283,9 @@ impl Stack {
         self.engine.shutdown().await;
         self.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.http).await;
+        for task in self.background {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
         if let Some(sim) = self.sim {
             sim.shutdown().await;
         }

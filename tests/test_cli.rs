@@ -11,7 +11,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
 /// An empty working directory (so no ./config.toml is picked up) and an empty environment.
 fn clean_command(args: &[&str]) -> Command {
-    let dir = std::env::temp_dir().join(format!(
+    // Under target/ (Cargo's per-project test scratch space), not the system temp dir.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "switchboard-cli-{}-{}",
         std::process::id(),
         ulid::Ulid::generate()
@@ -304,4 +305,68 @@ async fn serve_with_sim_needs_no_accounts() {
     assert!(sent, "could not send SIGTERM");
     let status = exited.expect("serve stops within 20 s of SIGTERM");
     assert!(status.success(), "serve exited with {status}");
+}
+
+/// A normal switchboard pointed at a standalone `switchboard sim` with the lines it printed:
+/// two processes, the real configuration path, the SQLite store.
+#[test]
+fn call_against_a_standalone_sim_with_its_printed_settings() {
+    let mut sim = Running(
+        clean_command(&["sim", "--port", "0", "--speed", "4"])
+            .spawn()
+            .expect("spawn sim"),
+    );
+    let stdout = sim.0.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut env = Vec::new();
+    while Instant::now() < deadline {
+        let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        if let Some((k, v)) = line
+            .strip_prefix("export ")
+            .and_then(|kv| kv.split_once('='))
+        {
+            env.push((k.to_owned(), v.to_owned()));
+        }
+        if line.starts_with("Ctrl-C") {
+            break;
+        }
+    }
+    assert!(env.len() >= 6, "settings not printed: {env:?}");
+    // A free port for the engine's webhooks (Twilio must know it, so it cannot be 0).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut cmd = clean_command(&[
+        "call",
+        "--to",
+        "+12125550134",
+        "--goal",
+        "Book a table for two at 7:30 tonight",
+        "--context",
+        "The booking is for Alex Kim. Alex's callback number is +14155550123.",
+    ]);
+    cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("PUBLIC_URL", format!("http://127.0.0.1:{port}"))
+        .env("SWITCHBOARD_SERVER__BIND", format!("127.0.0.1:{port}"));
+    let out = wait_with_deadline(cmd.spawn().expect("spawn call"), Duration::from_secs(90));
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "call failed\nstdout:\n{stdout}\nstderr:\n{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("Callee: Got it."), "{stdout}");
+    assert!(stdout.contains("Outcome: success"), "{stdout}");
+    drop(sim);
 }
