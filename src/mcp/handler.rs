@@ -50,8 +50,6 @@ pub struct TelephonyServer {
     prompt_router: PromptRouter<Self>,
 }
 
-type ToolResult<T> = Result<Json<T>, CallToolResult>;
-
 fn fail(message: impl Into<String>) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(message.into())])
 }
@@ -196,7 +194,10 @@ impl TelephonyServer {
         idempotent_hint = false,
         open_world_hint = true
     ))]
-    async fn telephony_call(&self, Parameters(a): Parameters<CallArgs>) -> ToolResult<CallPlaced> {
+    async fn telephony_call(
+        &self,
+        Parameters(a): Parameters<CallArgs>,
+    ) -> Result<Json<CallPlaced>, CallToolResult> {
         let policy = &self.engine.config().calls;
         check_destination(policy, a.to.trim()).map_err(fail)?;
         if let Some(from) = &a.from
@@ -251,7 +252,7 @@ impl TelephonyServer {
     async fn telephony_status(
         &self,
         Parameters(a): Parameters<CallIdArgs>,
-    ) -> ToolResult<CallStatus> {
+    ) -> Result<Json<CallStatus>, CallToolResult> {
         let rec = self.record(&a.call_id).await?;
         Ok(Json(CallStatus::from(&rec)))
     }
@@ -268,7 +269,7 @@ impl TelephonyServer {
     async fn telephony_cancel(
         &self,
         Parameters(a): Parameters<CallIdArgs>,
-    ) -> ToolResult<CancelResult> {
+    ) -> Result<Json<CancelResult>, CallToolResult> {
         let id = parse_id(&a.call_id)?;
         let out = self.engine.cancel(id).await.map_err(engine_err)?;
         Ok(Json(CancelResult {
@@ -290,7 +291,7 @@ impl TelephonyServer {
     async fn telephony_transcript(
         &self,
         Parameters(a): Parameters<CallIdArgs>,
-    ) -> ToolResult<Transcript> {
+    ) -> Result<Json<Transcript>, CallToolResult> {
         let rec = self.record(&a.call_id).await?;
         let turns = self.engine.transcript(rec.id).await.map_err(engine_err)?;
         Ok(Json(Transcript {
@@ -311,7 +312,10 @@ impl TelephonyServer {
         idempotent_hint = true,
         open_world_hint = false
     ))]
-    async fn telephony_list(&self, Parameters(a): Parameters<ListArgs>) -> ToolResult<CallList> {
+    async fn telephony_list(
+        &self,
+        Parameters(a): Parameters<ListArgs>,
+    ) -> Result<Json<CallList>, CallToolResult> {
         let state = match a.state.as_deref() {
             None => None,
             Some(s) => Some(
@@ -352,7 +356,7 @@ impl TelephonyServer {
         &self,
         Parameters(a): Parameters<WaitArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult<WaitResult> {
+    ) -> Result<Json<WaitResult>, CallToolResult> {
         let secs = a.timeout_sec.unwrap_or(MAX_WAIT_SECS);
         if !(1..=MAX_WAIT_SECS).contains(&secs) {
             return Err(fail(format!(
@@ -524,6 +528,28 @@ impl ServerHandler for TelephonyServer {
                 accepted_for(&name)
             ))
             .into()),
+            // rmcp reports arguments that do not deserialize as a tool error already; add
+            // what is accepted so the model can correct itself.
+            Ok(CallToolResponse::Complete(r))
+                if r.is_error == Some(true)
+                    && r.content.iter().any(|c| {
+                        c.as_text()
+                            .is_some_and(|t| t.text.contains("deserialize parameters"))
+                    }) =>
+            {
+                let why: Vec<String> = r
+                    .content
+                    .iter()
+                    .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+                    .collect();
+                Ok(fail(format!(
+                    "invalid arguments for {name}: {}; {}",
+                    why.join(" ")
+                        .replace("failed to deserialize parameters: ", ""),
+                    accepted_for(&name)
+                ))
+                .into())
+            }
             other => other,
         }
     }
