@@ -141,8 +141,8 @@ async fn lists_tools_prompts_resources_with_schemas_and_annotations() {
             .contains("E.164")
     );
     assert_eq!(
-        schema["required"],
-        json!(["goal", "to"]).clone().take_sorted()
+        schema["required"].clone().take_sorted(),
+        json!(["goal", "to"])
     );
 
     let prompts = client.list_all_prompts().await.unwrap();
