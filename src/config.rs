@@ -1,10 +1,15 @@
 //! Settings for the binary: defaults ← `config.toml` ← `SWITCHBOARD_*` env (`__` nests), plus
 //! the usual `TWILIO_*`, `OPENAI_API_KEY`, `PUBLIC_URL` names.
-//! (Loading is written by the CLI work; the shape is fixed here so every frontend can use it.)
+//!
+//! Environment values are read as strings and converted leniently, so a token or a phone
+//! number made of digits stays text; list settings take comma-separated values.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use secrecy::SecretString;
+use figment::providers::{Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use switchboard_actors::EngineConfig;
 
@@ -63,5 +68,312 @@ impl Default for StoreConfig {
             webhook_urls: Vec::new(),
             webhook_secret: None,
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading
+
+/// Settings whose value is a list; in an environment variable they are comma-separated
+/// (`SWITCHBOARD_CALLS__ALLOWED_PREFIXES=+1,+44`).
+const LIST_KEYS: &[&str] = &[
+    "calls.allowed_prefixes",
+    "calls.denied_prefixes",
+    "server.allowed_hosts",
+    "server.allowed_origins",
+    "store.webhook_urls",
+];
+
+/// The config file's sections, to catch `SWITCHBOARD_TWILIO_AUTH_TOKEN` (one underscore).
+const SECTIONS: &[&str] = &["twilio", "openai", "calls", "agent", "server", "store"];
+
+/// The conventional variable names other tools use, and the setting each one fills.
+const USUAL_NAMES: &[(&str, &str)] = &[
+    ("TWILIO_ACCOUNT_SID", "twilio.account_sid"),
+    ("TWILIO_AUTH_TOKEN", "twilio.auth_token"),
+    ("TWILIO_NUMBER", "twilio.from_number"),
+    ("OPENAI_API_KEY", "openai.api_key"),
+    ("PUBLIC_URL", "public_url"),
+];
+
+/// Loading or checking the settings failed. Every message is one line that names the setting
+/// and says how to set it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Engine(#[from] switchboard_actors::config::ConfigError),
+    #[error("{setting}: {problem} (set {how})")]
+    Server {
+        setting: &'static str,
+        problem: String,
+        how: &'static str,
+    },
+    #[error("config file {path}: {message}")]
+    File { path: String, message: String },
+    #[error("{setting}: {message}{origin}")]
+    Invalid {
+        setting: String,
+        message: String,
+        origin: String,
+    },
+}
+
+/// Environment variables as figment values. Values stay strings (numbers and booleans are
+/// read leniently at extraction), so a token or a phone number made of digits is never
+/// turned into a number.
+struct EnvSource {
+    name: &'static str,
+    entries: Vec<(String, String, String)>, // (setting key, variable name, value)
+}
+
+impl EnvSource {
+    fn switchboard() -> EnvSource {
+        let entries = std::env::vars()
+            .filter_map(|(name, value)| {
+                let rest = name.strip_prefix("SWITCHBOARD_")?;
+                if rest == "CONFIG" || rest.is_empty() {
+                    return None;
+                }
+                let key = rest.to_ascii_lowercase().replace("__", ".");
+                Some((key, name, value))
+            })
+            .collect();
+        EnvSource {
+            name: "SWITCHBOARD_* environment",
+            entries,
+        }
+    }
+
+    fn usual() -> EnvSource {
+        let entries = USUAL_NAMES
+            .iter()
+            .filter_map(|(var, key)| {
+                let value = std::env::var(var).ok()?;
+                Some(((*key).to_owned(), (*var).to_owned(), value))
+            })
+            .collect();
+        EnvSource {
+            name: "environment",
+            entries,
+        }
+    }
+}
+
+impl Provider for EnvSource {
+    fn metadata(&self) -> Metadata {
+        let names: Vec<(String, String)> = self
+            .entries
+            .iter()
+            .map(|(k, n, _)| (k.clone(), n.clone()))
+            .collect();
+        Metadata::named(self.name).interpolater(move |_profile, keys| {
+            let key = keys.join(".");
+            names
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, n)| n.clone())
+                .unwrap_or(key)
+        })
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut dict = Dict::new();
+        for (key, _, value) in &self.entries {
+            let v = if LIST_KEYS.contains(&key.as_str()) {
+                let items: Vec<Value> = value
+                    .trim()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .split(',')
+                    .map(|s| s.trim().trim_matches('"').to_owned())
+                    .filter(|s| !s.is_empty())
+                    .map(Value::from)
+                    .collect();
+                Value::from(items)
+            } else {
+                Value::from(value.clone())
+            };
+            let nested = figment::util::nest(key, v)
+                .into_dict()
+                .expect("a non-empty key nests into a dict");
+            dict = merge_dicts(dict, nested);
+        }
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+fn merge_dicts(mut a: Dict, b: Dict) -> Dict {
+    for (k, v) in b {
+        match (a.remove(&k), v) {
+            (Some(Value::Dict(t, old)), Value::Dict(_, new)) => {
+                a.insert(k, Value::Dict(t, merge_dicts(old, new)));
+            }
+            (_, v) => {
+                a.insert(k, v);
+            }
+        }
+    }
+    a
+}
+
+impl Config {
+    /// Where the config file is looked for: `explicit` (from `--config`), else
+    /// `SWITCHBOARD_CONFIG`, else `./config.toml`. The second value says whether it must exist.
+    pub fn file_path(explicit: Option<&Path>) -> (PathBuf, bool) {
+        if let Some(p) = explicit {
+            return (p.to_owned(), true);
+        }
+        if let Some(p) = std::env::var_os("SWITCHBOARD_CONFIG") {
+            return (PathBuf::from(p), true);
+        }
+        (PathBuf::from("config.toml"), false)
+    }
+
+    /// The layered sources: defaults ← config file ← usual env names ← `SWITCHBOARD_*` env.
+    pub fn figment(explicit: Option<&Path>) -> Result<Figment, ConfigError> {
+        let (path, required) = Self::file_path(explicit);
+        let mut figment = Figment::new();
+        if path.exists() {
+            figment = figment.merge(Toml::file_exact(&path));
+        } else if required {
+            return Err(ConfigError::File {
+                path: path.display().to_string(),
+                message: "does not exist (give an existing file with --config or SWITCHBOARD_CONFIG, or none to use ./config.toml when present)".into(),
+            });
+        }
+        let prefixed = EnvSource::switchboard();
+        for (key, name, _) in &prefixed.entries {
+            if let Some((section, rest)) = key.split_once('_')
+                && !key.contains('.')
+                && SECTIONS.contains(&section)
+            {
+                return Err(ConfigError::Invalid {
+                    setting: format!("{section}.{rest}"),
+                    message: format!("{name} is not a setting; nesting takes a double underscore"),
+                    origin: format!(
+                        " (set SWITCHBOARD_{}__{})",
+                        section.to_ascii_uppercase(),
+                        rest.to_ascii_uppercase()
+                    ),
+                });
+            }
+        }
+        Ok(figment.merge(EnvSource::usual()).merge(prefixed))
+    }
+
+    /// Loads the settings without checking that the accounts are configured (see
+    /// [`Config::validate`]); fails only on values that cannot be read.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::from_figment(&Self::figment(explicit)?)
+    }
+
+    pub fn from_figment(figment: &Figment) -> Result<Config, ConfigError> {
+        let engine = figment
+            .extract_lossy::<EngineConfig>()
+            .map_err(|e| invalid(e, ""))?;
+        let server = figment
+            .focus("server")
+            .extract_lossy::<ServerConfig>()
+            .map_err(|e| invalid(e, "server"))?;
+        let store = figment
+            .focus("store")
+            .extract_lossy::<StoreConfig>()
+            .map_err(|e| invalid(e, "store"))?;
+        Ok(Config {
+            engine,
+            server,
+            store,
+        })
+    }
+
+    /// Everything needed to place real calls: the engine's accounts plus the server checks.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_server()?;
+        self.engine.validate()?;
+        Ok(())
+    }
+
+    /// The HTTP frontend's own checks: a parseable bind address, and a token when the bind
+    /// is reachable from other machines.
+    pub fn validate_server(&self) -> Result<(), ConfigError> {
+        let bind = self.server.bind.trim();
+        let host = bind
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .ok_or_else(|| ConfigError::Server {
+                setting: "server.bind",
+                problem: format!("must be host:port like 127.0.0.1:8080, got '{bind}'"),
+                how: "SWITCHBOARD_SERVER__BIND or [server] bind in config.toml",
+            })?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        let has_token = self
+            .server
+            .api_token
+            .as_ref()
+            .is_some_and(|t| !t.expose_secret().trim().is_empty());
+        if !loopback && !has_token {
+            return Err(ConfigError::Server {
+                setting: "server.api_token",
+                problem: format!(
+                    "is required because server.bind '{bind}' is not a loopback address"
+                ),
+                how: "SWITCHBOARD_SERVER__API_TOKEN, or bind to 127.0.0.1",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One line naming the setting, what was wrong and where the value came from.
+fn invalid(e: figment::Error, section: &str) -> ConfigError {
+    let mut path: Vec<String> = Vec::new();
+    if !section.is_empty() {
+        path.push(section.to_owned());
+    }
+    path.extend(e.path.iter().cloned());
+    if path.is_empty() {
+        // Not about one setting: the file itself could not be read or parsed.
+        let file = match e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+            Some(figment::Source::File(p)) => p.display().to_string(),
+            _ => "settings".to_owned(),
+        };
+        return ConfigError::File {
+            path: file,
+            message: e
+                .kind
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+        };
+    }
+    let setting = path.join(".");
+    let origin = match &e.metadata {
+        Some(md) => {
+            let keys: Vec<&str> = path.iter().map(String::as_str).collect();
+            match &md.source {
+                Some(figment::Source::File(p)) => format!(" (in {})", p.display()),
+                _ if !keys.is_empty() => {
+                    format!(" (from {})", md.interpolate(&Profile::Default, &keys))
+                }
+                _ => format!(" (from {})", md.name),
+            }
+        }
+        None => String::new(),
+    };
+    let message = e
+        .kind
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    ConfigError::Invalid {
+        setting,
+        message,
+        origin,
     }
 }

@@ -217,7 +217,7 @@ async fn every_unfinished_call_is_hung_up_and_ended() {
 
     let store = SqliteStore::open(dir.path()).await.unwrap();
     assert_eq!(store.unfinished().await.unwrap().len(), 5);
-    let carrier = TwilioCarrier::new(&cfg).unwrap();
+    let carrier = TwilioCarrier::new(&cfg);
     let report = recovery::reconcile(&store, &carrier).await.unwrap();
     assert_eq!(report.len(), 5);
     assert!(report.iter().all(|r| r.problem.is_none()), "{report:?}");
@@ -294,7 +294,7 @@ async fn an_unreachable_carrier_is_reported_and_the_call_still_ends() {
         api_base: format!("http://127.0.0.1:{port}"),
         ..Default::default()
     };
-    let carrier = TwilioCarrier::new(&cfg).unwrap();
+    let carrier = TwilioCarrier::new(&cfg);
     let report = recovery::reconcile(&store, &carrier).await.unwrap();
     assert_eq!(report.len(), 1);
     assert!(report[0].problem.is_some());
@@ -381,7 +381,7 @@ async fn crash_mid_call_then_recovery_against_the_simulator() {
         unfinished.iter().map(|r| r.id).collect::<Vec<_>>(),
         vec![call]
     );
-    let carrier = TwilioCarrier::new(&carrier_cfg).unwrap();
+    let carrier = TwilioCarrier::new(&carrier_cfg);
     let report = recovery::reconcile(&store, &carrier).await.unwrap();
     assert_eq!(report.len(), 1);
     assert!(report[0].problem.is_none(), "{report:?}");

@@ -97,8 +97,22 @@ impl Engine {
             .validate()
             .map_err(|e| EngineError::Config(e.to_string()))?;
         let config = Arc::new(config);
-        let bus = EventBus::start(store);
         let rest = TwilioRest::new(&config.twilio);
+        // Calls the log says were live when the engine last stopped have nobody running
+        // them: end them at the carrier and write their final state before taking new ones.
+        let recovered = crate::recovery::reconcile(store.as_ref(), &rest)
+            .await
+            .map_err(|e| match e {
+                crate::recovery::RecoveryError::Store(s) => EngineError::Store(s),
+                other => EngineError::Internal(other.to_string()),
+            })?;
+        if !recovered.is_empty() {
+            tracing::warn!(
+                calls = recovered.len(),
+                "reconciled calls left unfinished by the last run"
+            );
+        }
+        let bus = EventBus::start(store);
         let args = SupervisorArgs {
             config: config.clone(),
             bus: bus.clone(),

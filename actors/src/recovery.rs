@@ -7,17 +7,11 @@
 //! reason "engine restarted").
 //!
 //! The carrier is behind the small [`Carrier`] trait so this module does not depend on the
-//! engine's REST client; [`TwilioCarrier`] is a self-contained implementation over the Twilio
-//! Calls API (and the simulator's copy of it).
-
-use std::sync::Arc;
-use std::time::Duration;
+//! engine's REST client; the engine's own [`crate::twilio::rest::TwilioRest`] implements it.
 
 use chrono::Utc;
 use futures_util::future::BoxFuture;
-use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::TwilioConfig;
 use crate::model::{
     CallDetail, CallId, CallRecord, CallState, EventKind, NewEvent, Outcome, OutcomeStatus,
 };
@@ -179,87 +173,17 @@ async fn hang_up(carrier: &dyn Carrier, sid: &str, status: &str) -> Result<Optio
     Ok(after)
 }
 
-/// [`Carrier`] over the Twilio Calls REST API (`GET`/`POST …/Calls/{sid}.json`).
-pub struct TwilioCarrier {
-    client: reqwest::Client,
-    api_base: String,
-    account_sid: String,
-    auth_token: SecretString,
-}
+/// Recovery talks to Twilio through the engine's own REST client.
+pub type TwilioCarrier = crate::twilio::rest::TwilioRest;
 
-impl TwilioCarrier {
-    pub fn new(cfg: &TwilioConfig) -> Result<Self, RecoveryError> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| RecoveryError::Client(e.to_string()))?;
-        Ok(TwilioCarrier {
-            client,
-            api_base: cfg.api_base.trim_end_matches('/').to_owned(),
-            account_sid: cfg.account_sid.clone(),
-            auth_token: cfg.auth_token.clone(),
-        })
-    }
-
-    fn url(&self, sid: &str) -> String {
-        format!(
-            "{}/2010-04-01/Accounts/{}/Calls/{sid}.json",
-            self.api_base, self.account_sid
-        )
-    }
-
-    pub fn shared(self) -> Arc<dyn Carrier> {
-        Arc::new(self)
-    }
-}
-
-#[derive(serde::Deserialize)]
-struct CallResource {
-    status: Option<String>,
-}
-
-#[derive(serde::Deserialize)]
-struct TwilioError {
-    code: Option<u64>,
-    message: Option<String>,
-}
-
-async fn twilio_failure(resp: reqwest::Response) -> String {
-    let status = resp.status();
-    match resp.json::<TwilioError>().await {
-        Ok(e) => format!(
-            "Twilio answered {status}: {} (code {})",
-            e.message.unwrap_or_default(),
-            e.code
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| "none".into())
-        ),
-        Err(_) => format!("Twilio answered {status}"),
-    }
-}
-
-impl Carrier for TwilioCarrier {
+impl Carrier for crate::twilio::rest::TwilioRest {
     fn status<'a>(&'a self, call_sid: &'a str) -> BoxFuture<'a, Result<Option<String>, String>> {
         Box::pin(async move {
-            let resp = self
-                .client
-                .get(self.url(call_sid))
-                .basic_auth(&self.account_sid, Some(self.auth_token.expose_secret()))
-                .send()
-                .await
-                .map_err(|e| format!("fetching call {call_sid}: {e}"))?;
-            if resp.status() == reqwest::StatusCode::NOT_FOUND {
-                return Ok(None);
+            match self.fetch(call_sid).await {
+                Ok(c) => Ok(Some(c.status)),
+                Err(crate::twilio::rest::TwilioError::Api { code: 20404, .. }) => Ok(None),
+                Err(e) => Err(e.to_string()),
             }
-            if !resp.status().is_success() {
-                return Err(twilio_failure(resp).await);
-            }
-            let call: CallResource = resp
-                .json()
-                .await
-                .map_err(|e| format!("reading call {call_sid}: {e}"))?;
-            Ok(call.status)
         })
     }
 
@@ -269,19 +193,11 @@ impl Carrier for TwilioCarrier {
         status: &'a str,
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            let resp = self
-                .client
-                .post(self.url(call_sid))
-                .basic_auth(&self.account_sid, Some(self.auth_token.expose_secret()))
-                .form(&[("Status", status)])
-                .send()
-                .await
-                .map_err(|e| format!("hanging up call {call_sid}: {e}"))?;
-            // 404: the carrier has no such live call, which is what we wanted.
-            if resp.status().is_success() || resp.status() == reqwest::StatusCode::NOT_FOUND {
-                return Ok(());
+            match self.set_status(call_sid, status).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.already_ended() => Ok(()),
+                Err(e) => Err(e.to_string()),
             }
-            Err(twilio_failure(resp).await)
         })
     }
 }

@@ -52,7 +52,7 @@ pub async fn start_in(dir: TempDir, tweak: impl FnOnce(&mut Config)) -> Stack {
         store,
         base,
         http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(10))
             .build()
             .unwrap(),
         dir,
