@@ -258,3 +258,48 @@ async fn websocket_json_rpc_places_and_follows_a_call() {
     let _ = ws.close(None).await;
     stack.stop().await;
 }
+
+/// The 2026-07-28 path: a stateless `subscriptions/listen` stream carries list-changed and
+/// resource-updated notifications as a call is placed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_listen_streams_call_changes() {
+    let stack = guarded_stack().await;
+    let url = format!("http://{}/mcp", stack.http_addr);
+    let mut res = http()
+        .post(&url)
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "subscriptions/listen")
+        .json(&json!({"jsonrpc":"2.0","id":"sub-1","method":"subscriptions/listen","params":{
+            "notifications":{"resourcesListChanged":true,"resourceSubscriptions":["calls://recent"]},
+            "_meta":{
+                "io.modelcontextprotocol/protocolVersion":"2026-07-28",
+                "io.modelcontextprotocol/clientInfo":{"name":"test","version":"0"},
+                "io.modelcontextprotocol/clientCapabilities":{}}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut placed = false;
+    while !(seen.contains("notifications/resources/list_changed")
+        && seen.contains("notifications/resources/updated"))
+    {
+        let chunk = tokio::time::timeout_at(deadline, res.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no notifications in time; got {seen}"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("stream ended; got {seen}"));
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+        if !placed && seen.contains("subscriptions/acknowledged") {
+            let s = builtin("restaurant");
+            stack.engine.place_call(request_for(&s)).await.unwrap();
+            placed = true;
+        }
+    }
+    assert!(seen.contains("calls://recent"), "{seen}");
+    drop(res);
+    stack.stop().await;
+}
