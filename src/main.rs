@@ -142,13 +142,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Mcp { sim } => {
-            let stack = Stack::start(Config::load(path)?, sim).await?;
-            // TODO(mcp, issue 4): `switchboard::mcp::serve_stdio(stack.state.clone(),
-            // stack.shutdown.clone())` goes here once it lands on main.
+            let mut config = Config::load(path)?;
+            if sim {
+                // Only the in-process simulator calls back, so any free loopback port will do
+                // (and several assistants may each start their own copy).
+                config.server.bind = "127.0.0.1:0".into();
+            }
+            let stack = Stack::start(config, sim).await?;
+            tracing::info!(addr = %stack.addr, sim, "MCP on stdio; HTTP frontend up");
+            let served =
+                switchboard::mcp::serve_stdio(stack.state.clone(), stack.shutdown.clone()).await;
             stack.stop().await;
-            Err(anyhow!(
-                "MCP over stdio is not built yet (issue 4); `switchboard serve` runs the HTTP frontend"
-            ))
+            served?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Call {
             to,
@@ -210,7 +216,6 @@ struct Stack {
     http: tokio::task::JoinHandle<std::io::Result<()>>,
     /// Webhook delivery and retention purges; they stop with `shutdown`.
     background: Vec<tokio::task::JoinHandle<()>>,
-    #[allow(dead_code)] // handed to the MCP runner once it lands
     state: AppState,
 }
 

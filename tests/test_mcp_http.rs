@@ -1,0 +1,305 @@
+//! MCP over real sockets: Streamable HTTP at `/mcp` and JSON-RPC over WebSocket at
+//! `/mcp/ws`, both behind the bearer token, in front of the simulator.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use support::*;
+
+const TOKEN: &str = "test-token-123";
+
+async fn guarded_stack() -> switchboard::local::LocalStack {
+    stack_with(vec![builtin("restaurant")], |_, c| {
+        c.server.api_token = Some(SecretString::from(TOKEN.to_owned()));
+    })
+    .await
+}
+
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+fn initialize() -> Value {
+    json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
+        "protocolVersion":"2025-11-25","capabilities":{},
+        "clientInfo":{"name":"test","version":"0"}}})
+}
+
+/// The JSON-RPC message with `id` from a JSON or SSE body.
+fn reply(body: &str, id: u64) -> Value {
+    if let Ok(v) = serde_json::from_str::<Value>(body) {
+        return v;
+    }
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .find(|v| v["id"] == id)
+        .unwrap_or_else(|| panic!("no reply with id {id} in {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_or_wrong_token_is_401_on_both_transports() {
+    let stack = guarded_stack().await;
+    let url = format!("http://{}/mcp", stack.http_addr);
+    for auth in [None, Some("Bearer wrong"), Some("Basic abc")] {
+        let mut req = http()
+            .post(&url)
+            .header("accept", "application/json, text/event-stream")
+            .json(&initialize());
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 401, "{auth:?}");
+        assert!(res.headers().get("mcp-session-id").is_none());
+    }
+    let ws_url = format!("ws://{}/mcp/ws", stack.http_addr);
+    let err = tokio_tungstenite::connect_async(ws_url.as_str())
+        .await
+        .expect_err("no token");
+    assert!(format!("{err}").contains("401"), "{err}");
+    let mut req = ws_url.as_str().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", "Bearer nope".parse().unwrap());
+    let err = tokio_tungstenite::connect_async(req)
+        .await
+        .expect_err("wrong token");
+    assert!(format!("{err}").contains("401"), "{err}");
+    // Nothing ran: no call was placed.
+    assert!(stack.sim.state().twilio.calls().is_empty());
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamable_http_session_lists_and_calls_tools() {
+    let stack = guarded_stack().await;
+    let url = format!("http://{}/mcp", stack.http_addr);
+    let client = http();
+    let post = |body: Value, session: Option<String>| {
+        let mut req = client
+            .post(&url)
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .header("accept", "application/json, text/event-stream")
+            .json(&body);
+        if let Some(s) = session {
+            req = req
+                .header("mcp-session-id", s)
+                .header("mcp-protocol-version", "2025-11-25");
+        }
+        req.send()
+    };
+    let res = post(initialize(), None).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let session = res
+        .headers()
+        .get("mcp-session-id")
+        .expect("a session id")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let init = reply(&res.text().await.unwrap(), 1);
+    assert_eq!(
+        init["result"]["serverInfo"]["name"], "switchboard",
+        "{init}"
+    );
+    let res = post(
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+        Some(session.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 202);
+
+    let res = post(
+        json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}),
+        Some(session.clone()),
+    )
+    .await
+    .unwrap();
+    let list = reply(&res.text().await.unwrap(), 2);
+    let names: Vec<&str> = list["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"telephony_call") && names.contains(&"telephony_wait"));
+
+    let res = post(
+        json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{
+            "name":"telephony_call","arguments":{"to":"555-1234","goal":"x"}}}),
+        Some(session.clone()),
+    )
+    .await
+    .unwrap();
+    let r = reply(&res.text().await.unwrap(), 3);
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    assert!(
+        r["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("to must be an E.164 number like +14155550123, got '555-1234'")
+    );
+
+    // A Host that is not allowed is refused (DNS-rebinding guard).
+    let res = client
+        .post(&url)
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("accept", "application/json, text/event-stream")
+        .header("host", "evil.example.com")
+        .json(&initialize())
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_client_error(), "{}", res.status());
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_json_rpc_places_and_follows_a_call() {
+    let stack = guarded_stack().await;
+    let mut req = format!("ws://{}/mcp/ws", stack.http_addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+
+    async fn send(ws: &mut (impl SinkExt<Message> + Unpin), v: Value) {
+        let _ = ws.send(Message::Text(v.to_string().into())).await;
+    }
+    /// Reads frames until the reply with `id`, collecting notifications on the way.
+    async fn until_reply(
+        ws: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin),
+        id: u64,
+        notes: &mut Vec<Value>,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let msg = tokio::time::timeout_at(deadline, ws.next())
+                .await
+                .expect("a reply in time")
+                .expect("socket open")
+                .expect("a frame");
+            if let Message::Text(t) = msg {
+                let v: Value =
+                    serde_json::from_str(t.as_str()).expect("one JSON message per frame");
+                if v["id"] == id {
+                    return v;
+                }
+                notes.push(v);
+            }
+        }
+    }
+
+    let mut notes = Vec::new();
+    send(&mut ws, initialize()).await;
+    let init = until_reply(&mut ws, 1, &mut notes).await;
+    assert_eq!(init["result"]["serverInfo"]["name"], "switchboard");
+    send(
+        &mut ws,
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+    )
+    .await;
+
+    // The seeds' dotted name is served as an alias.
+    send(
+        &mut ws,
+        json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{
+            "name":"telephony.call","arguments":{"to":"+12125550134",
+            "goal":"Book a table for 4 people this Friday at 7:30 pm under the name Alex Kim",
+            "context":"Party of 4, Friday 7:30 pm, name Alex Kim"}}}),
+    )
+    .await;
+    let placed = until_reply(&mut ws, 2, &mut notes).await;
+    let id = placed["result"]["structuredContent"]["callId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{placed}"))
+        .to_owned();
+
+    let mut ended = false;
+    for n in 0..4u64 {
+        send(
+            &mut ws,
+            json!({"jsonrpc":"2.0","id":10 + n,"method":"tools/call","params":{
+                "name":"telephony_wait","arguments":{"callId":id,"timeoutSec":30},
+                "_meta":{"progressToken":"p-1"}}}),
+        )
+        .await;
+        let r = until_reply(&mut ws, 10 + n, &mut notes).await;
+        if r["result"]["structuredContent"]["ended"] == true {
+            assert_eq!(
+                r["result"]["structuredContent"]["status"]["state"],
+                "completed"
+            );
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended, "the call did not end within four waits");
+    assert!(
+        notes
+            .iter()
+            .any(|n| n["method"] == "notifications/progress"
+                && n["params"]["progressToken"] == "p-1"),
+        "no progress in {notes:?}"
+    );
+    let _ = ws.close(None).await;
+    stack.stop().await;
+}
+
+/// The 2026-07-28 path: a stateless `subscriptions/listen` stream carries list-changed and
+/// resource-updated notifications as a call is placed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_listen_streams_call_changes() {
+    let stack = guarded_stack().await;
+    let url = format!("http://{}/mcp", stack.http_addr);
+    let mut res = http()
+        .post(&url)
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "subscriptions/listen")
+        .json(&json!({"jsonrpc":"2.0","id":"sub-1","method":"subscriptions/listen","params":{
+            "notifications":{"resourcesListChanged":true,"resourceSubscriptions":["calls://recent"]},
+            "_meta":{
+                "io.modelcontextprotocol/protocolVersion":"2026-07-28",
+                "io.modelcontextprotocol/clientInfo":{"name":"test","version":"0"},
+                "io.modelcontextprotocol/clientCapabilities":{}}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut placed = false;
+    while !(seen.contains("notifications/resources/list_changed")
+        && seen.contains("notifications/resources/updated"))
+    {
+        let chunk = tokio::time::timeout_at(deadline, res.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no notifications in time; got {seen}"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("stream ended; got {seen}"));
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+        if !placed && seen.contains("subscriptions/acknowledged") {
+            let s = builtin("restaurant");
+            stack.engine.place_call(request_for(&s)).await.unwrap();
+            placed = true;
+        }
+    }
+    assert!(seen.contains("calls://recent"), "{seen}");
+    drop(res);
+    stack.stop().await;
+}
