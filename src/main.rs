@@ -56,6 +56,16 @@ enum Command {
         /// Load scenarios from this folder (*.toml) instead of the built-in ones.
         #[arg(long)]
         scenarios: Option<PathBuf>,
+        /// Load-test mode: this many generated calls, each with its own lines, and per-frame
+        /// latency measurement (see `switchboard bench`).
+        #[arg(long)]
+        bench_calls: Option<usize>,
+        /// Load-test mode: agent/callee exchanges per generated call.
+        #[arg(long, default_value_t = 2)]
+        bench_turns: usize,
+        /// Print one JSON line with the endpoints instead of the human-readable settings.
+        #[arg(long)]
+        endpoints_json: bool,
     },
     /// Serve the HTTP frontend (Twilio webhooks, REST, MCP over HTTP) until Ctrl-C.
     Serve {
@@ -84,6 +94,20 @@ enum Command {
         /// Give up waiting after this many seconds.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
+    },
+    /// Load generator: N concurrent simulated calls with real-time audio through a real engine
+    /// and HTTP frontend; the simulator runs as a child process so CPU and memory are the
+    /// engine's alone.
+    Bench {
+        /// Concurrent calls.
+        #[arg(long, default_value_t = 100)]
+        calls: usize,
+        /// Agent/callee exchanges per call (each about 5 s of audio each way).
+        #[arg(long, default_value_t = 2)]
+        turns: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -127,7 +151,46 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             port,
             speed,
             scenarios,
+            bench_calls: Some(n),
+            bench_turns,
+            endpoints_json,
+        } => {
+            let _ = (speed, scenarios);
+            bench_sim(port, n, bench_turns, endpoints_json).await
+        }
+        Command::Sim {
+            port,
+            speed,
+            scenarios,
+            ..
         } => sim(port, speed, scenarios).await,
+        Command::Bench { calls, turns, json } => {
+            let exe = std::env::current_exe().context("cannot find this program's path")?;
+            let opts = switchboard::bench::BenchOptions {
+                calls,
+                turns,
+                deadline: std::time::Duration::from_secs(600),
+            };
+            let report = switchboard::bench::run(&exe, &opts).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(
+                if report.not_completed == 0
+                    && report.violations == 0
+                    && report.frames.uplink.outstanding == 0
+                    && report.frames.downlink.outstanding == 0
+                    && report.frames.uplink.unmatched == 0
+                    && report.frames.downlink.unmatched == 0
+                {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                },
+            )
+        }
         Command::Serve { sim } => {
             let stack = Stack::start(Config::load(path)?, sim).await?;
             println!(
@@ -478,6 +541,32 @@ fn print_outcome(r: &CallRecord) {
         }
         None => println!("Outcome: none reported"),
     }
+}
+
+/// The simulator as the load generator's child: generated calls, frame clock on, one JSON line
+/// of endpoints on stdout, then serve until killed.
+async fn bench_sim(port: u16, calls: usize, turns: usize, json: bool) -> Result<ExitCode> {
+    let config = SimConfig {
+        speed: 1.0,
+        scenarios: switchboard::sim::scenario::bench_scenarios(calls, turns),
+        ..SimConfig::default()
+    };
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("--port: cannot listen on 127.0.0.1:{port}"))?;
+    let sim = Simulator::serve(config, listener).await?;
+    sim.state().stats.enable();
+    if json {
+        println!("{}", serde_json::to_string(&sim.endpoints())?);
+    } else {
+        println!(
+            "switchboard bench simulator on {} ({calls} generated calls)",
+            sim.twilio_api_base()
+        );
+    }
+    wait_for_signal().await;
+    sim.shutdown().await;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn sim(port: u16, speed: f64, dir: Option<PathBuf>) -> Result<ExitCode> {
