@@ -166,42 +166,107 @@ async fn streamable_http_session_lists_and_calls_tools() {
     stack.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_json_rpc_places_and_follows_a_call() {
-    let stack = guarded_stack().await;
+async fn send(ws: &mut (impl SinkExt<Message> + Unpin), v: Value) {
+    let _ = ws.send(Message::Text(v.to_string().into())).await;
+}
+/// Reads frames until the reply with `id`, collecting notifications on the way.
+async fn until_reply(
+    ws: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin),
+    id: u64,
+    notes: &mut Vec<Value>,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("a reply in time")
+            .expect("socket open")
+            .expect("a frame");
+        if let Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(t.as_str()).expect("one JSON message per frame");
+            if v["id"] == id {
+                return v;
+            }
+            notes.push(v);
+        }
+    }
+}
+
+async fn ws_connect(
+    stack: &switchboard::local::LocalStack,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
     let mut req = format!("ws://{}/mcp/ws", stack.http_addr)
         .into_client_request()
         .unwrap();
     req.headers_mut()
         .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    tokio_tungstenite::connect_async(req).await.unwrap().0
+}
 
-    async fn send(ws: &mut (impl SinkExt<Message> + Unpin), v: Value) {
-        let _ = ws.send(Message::Text(v.to_string().into())).await;
-    }
-    /// Reads frames until the reply with `id`, collecting notifications on the way.
-    async fn until_reply(
-        ws: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin),
-        id: u64,
-        notes: &mut Vec<Value>,
-    ) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let msg = tokio::time::timeout_at(deadline, ws.next())
-                .await
-                .expect("a reply in time")
-                .expect("socket open")
-                .expect("a frame");
-            if let Message::Text(t) = msg {
-                let v: Value =
-                    serde_json::from_str(t.as_str()).expect("one JSON message per frame");
-                if v["id"] == id {
-                    return v;
-                }
-                notes.push(v);
-            }
+/// Frames rmcp cannot take are answered, not dropped: a client that sends garbage learns why,
+/// and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_answers_frames_that_are_not_json_rpc() {
+    let stack = guarded_stack().await;
+    let mut ws = ws_connect(&stack).await;
+    let mut notes = Vec::new();
+
+    let _ = ws.send(Message::Text("hello, is this MCP?".into())).await;
+    let e = next_json(&mut ws).await;
+    assert_eq!(e["jsonrpc"], "2.0");
+    assert_eq!(e["id"], Value::Null);
+    assert_eq!(e["error"]["code"], -32700, "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("not JSON"),
+        "{e}"
+    );
+
+    send(&mut ws, json!({"id": 7, "hello": "world"})).await;
+    let e = next_json(&mut ws).await;
+    assert_eq!(e["id"], 7, "the id is echoed when it can be read: {e}");
+    assert_eq!(e["error"]["code"], -32600, "{e}");
+
+    let _ = ws.send(Message::Binary(vec![0x81, 0x00].into())).await;
+    let e = next_json(&mut ws).await;
+    assert_eq!(e["error"]["code"], -32700, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("text frame"),
+        "{e}"
+    );
+
+    send(&mut ws, initialize()).await;
+    let init = until_reply(&mut ws, 1, &mut notes).await;
+    assert_eq!(
+        init["result"]["serverInfo"]["name"], "switchboard",
+        "{init}"
+    );
+    let _ = ws.close(None).await;
+    stack.stop().await;
+}
+
+async fn next_json(
+    ws: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin),
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("a reply in time")
+            .expect("socket open")
+            .expect("a frame");
+        if let Message::Text(t) = msg {
+            return serde_json::from_str(t.as_str()).expect("one JSON message per frame");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_json_rpc_places_and_follows_a_call() {
+    let stack = guarded_stack().await;
+    let mut ws = ws_connect(&stack).await;
 
     let mut notes = Vec::new();
     send(&mut ws, initialize()).await;
