@@ -118,10 +118,7 @@ async fn drive(sim: &SimEndpoints, opts: &BenchOptions) -> Result<BenchReport, B
     wire_to_endpoints(&mut config, sim);
     let engine = Engine::start(config.engine.clone(), Arc::new(MemoryStore::new())).await?;
     let shutdown = CancellationToken::new();
-    let state = AppState {
-        engine: engine.clone(),
-        config: Arc::new(config),
-    };
+    let state = AppState::new(engine.clone(), Arc::new(config));
     let server = tokio::spawn(http::run(listener, state, shutdown.clone()));
 
     let scenarios = bench_scenarios(opts.calls, opts.turns);

@@ -84,10 +84,7 @@ impl LocalStack {
         let engine = Engine::start(config.engine.clone(), store).await?;
         let config = Arc::new(config);
         let shutdown = CancellationToken::new();
-        let state = AppState {
-            engine: engine.clone(),
-            config: config.clone(),
-        };
+        let state = AppState::new(engine.clone(), config.clone());
         let http_task = tokio::spawn(http::run(listener, state, shutdown.clone()));
         Ok(LocalStack {
             sim,

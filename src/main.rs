@@ -329,10 +329,7 @@ impl Stack {
         let retention = sqlite.spawn_retention(config.store.retention_days, shutdown.clone());
         let store: Arc<dyn Store> = Arc::new(sqlite);
         let engine = Engine::start(config.engine.clone(), store).await?;
-        let state = AppState {
-            engine: engine.clone(),
-            config: Arc::new(config),
-        };
+        let state = AppState::new(engine.clone(), Arc::new(config));
         let http = tokio::spawn(http::run(listener, state.clone(), shutdown.clone()));
         Ok(Stack {
             engine,

@@ -1,82 +1,16 @@
 //! The real binary, spawned as a user would run it. Every child has a deadline and is killed
 //! by its own id if it overstays.
 
-use std::io::{BufRead, BufReader, Read};
+#[path = "support/process.rs"]
+mod process;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
-
-/// An empty working directory (so no ./config.toml is picked up) and an empty environment.
-fn clean_command(args: &[&str]) -> Command {
-    // Under target/ (Cargo's per-project test scratch space), not the system temp dir.
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "switchboard-cli-{}-{}",
-        std::process::id(),
-        ulid::Ulid::generate()
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .current_dir(&dir)
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-/// Waits for the child to exit within `limit`; kills it (by its own handle) otherwise.
-fn wait_with_deadline(mut child: Child, limit: Duration) -> Output {
-    let deadline = Instant::now() + limit;
-    let mut out_pipe = child.stdout.take().expect("stdout piped");
-    let mut err_pipe = child.stderr.take().expect("stderr piped");
-    let out = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = out_pipe.read_to_end(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = err_pipe.read_to_end(&mut s);
-        s
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "switchboard did not exit within {limit:?}; stdout so far: {}",
-                String::from_utf8_lossy(&out.join().unwrap_or_default())
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    }
-}
-
-/// Kills the child (by its own handle) when the test ends, also when an assertion panics.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use process::{
+    Running, StandaloneSim, clean_command, free_port, stdout_lines, text, wait_with_deadline,
+};
 
 #[test]
 fn serve_without_accounts_names_the_missing_setting() {
@@ -124,98 +58,97 @@ fn bad_config_file_value_is_named() {
     );
 }
 
-/// `switchboard sim` prints the settings to use, and a plain REST create works against it.
+/// `switchboard sim` prints the settings to use, and a plain REST create works against it: with
+/// `curl` itself (as the README shows) and with reqwest.
 #[tokio::test]
 async fn sim_prints_settings_and_accepts_a_rest_create() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut running = Running(
-        clean_command(&["sim", "--port", "0"])
-            .spawn()
-            .expect("spawn"),
-    );
-    let child = &mut running.0;
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut env = std::collections::HashMap::new();
-    let mut numbers = Vec::new();
-    let mut printed = Vec::new();
-    while Instant::now() < deadline {
-        let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
-            if child.try_wait().ok().flatten().is_some() {
-                break;
-            }
-            continue;
-        };
-        printed.push(line.clone());
-        if let Some(kv) = line.strip_prefix("export ")
-            && let Some((k, v)) = kv.split_once('=')
-        {
-            env.insert(k.to_owned(), v.to_owned());
-        }
-        if let Some(n) = line.split_whitespace().next()
-            && n.starts_with("+1")
-            && line.starts_with("  ")
-        {
-            numbers.push(n.to_owned());
-        }
-        if line.starts_with("Ctrl-C") {
-            break;
-        }
+    let sim = StandaloneSim::start(&[]);
+    let printed = &sim.printed;
+    for k in [
+        "TWILIO_ACCOUNT_SID",
+        "TWILIO_AUTH_TOKEN",
+        "TWILIO_NUMBER",
+        "OPENAI_API_KEY",
+        "SWITCHBOARD_TWILIO__API_BASE",
+        "SWITCHBOARD_OPENAI__REALTIME_URL",
+    ] {
+        assert!(sim.get(k).is_some(), "{k} not printed: {printed:#?}");
     }
+    assert!(!sim.numbers.is_empty(), "no numbers listed: {printed:#?}");
+    let base = sim.get("SWITCHBOARD_TWILIO__API_BASE").unwrap();
+    let sid = sim.get("TWILIO_ACCOUNT_SID").unwrap();
+    let token = sim.get("TWILIO_AUTH_TOKEN").unwrap();
+    let from = sim.get("TWILIO_NUMBER").unwrap();
+    let url = format!("{base}/2010-04-01/Accounts/{sid}/Calls.json");
+
+    // The README's curl line, when curl is installed (it is not part of the toolchain).
+    match Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code}",
+            &url,
+            "-u",
+        ])
+        .arg(format!("{sid}:{token}"))
+        .args(["--data-urlencode", &format!("To={}", sim.numbers[0])])
+        .args(["--data-urlencode", &format!("From={from}")])
+        .args([
+            "--data-urlencode",
+            "Twiml=<Response><Say>Hello from curl</Say></Response>",
+        ])
+        .output()
     {
-        for k in [
-            "TWILIO_ACCOUNT_SID",
-            "TWILIO_AUTH_TOKEN",
-            "TWILIO_NUMBER",
-            "OPENAI_API_KEY",
-            "SWITCHBOARD_TWILIO__API_BASE",
-            "SWITCHBOARD_OPENAI__REALTIME_URL",
-        ] {
-            assert!(env.contains_key(k), "{k} not printed: {printed:#?}");
+        Ok(out) => {
+            let stdout = text(&out.stdout);
+            let (body, code) = stdout.rsplit_once('\n').expect("body then status");
+            assert_eq!(code, "201", "curl got {stdout} {}", text(&out.stderr));
+            let body: serde_json::Value = serde_json::from_str(body).expect("JSON body");
+            assert!(
+                body["sid"].as_str().is_some_and(|s| s.starts_with("CA")),
+                "{body}"
+            );
+            assert_eq!(body["status"], "queued", "{body}");
         }
-        assert!(!numbers.is_empty(), "no numbers listed: {printed:#?}");
-        let base = &env["SWITCHBOARD_TWILIO__API_BASE"];
-        let sid = &env["TWILIO_ACCOUNT_SID"];
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("client");
-        let resp = client
-            .post(format!("{base}/2010-04-01/Accounts/{sid}/Calls.json"))
-            .basic_auth(sid, Some(&env["TWILIO_AUTH_TOKEN"]))
-            .form(&[
-                ("To", numbers[0].as_str()),
-                ("From", env["TWILIO_NUMBER"].as_str()),
-                ("Url", "http://127.0.0.1:9/twiml"),
-            ])
-            .send()
-            .await
-            .expect("create call");
-        let status = resp.status();
-        let body: serde_json::Value = resp.json().await.unwrap_or_default();
-        assert_eq!(status.as_u16(), 201, "{body}");
-        assert!(
-            body["sid"].as_str().is_some_and(|s| s.starts_with("CA")),
-            "{body}"
-        );
-        // Wrong credentials get Twilio's 401 shape.
-        let resp = client
-            .post(format!("{base}/2010-04-01/Accounts/{sid}/Calls.json"))
-            .basic_auth(sid, Some("wrong"))
-            .form(&[("To", numbers[0].as_str())])
-            .send()
-            .await
-            .expect("request");
-        assert_eq!(resp.status().as_u16(), 401);
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "curl: {e}"),
     }
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let resp = client
+        .post(&url)
+        .basic_auth(sid, Some(token))
+        .form(&[
+            ("To", sim.numbers[0].as_str()),
+            ("From", from),
+            ("Url", "http://127.0.0.1:9/twiml"),
+        ])
+        .send()
+        .await
+        .expect("create call");
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    assert_eq!(status.as_u16(), 201, "{body}");
+    assert!(
+        body["sid"].as_str().is_some_and(|s| s.starts_with("CA")),
+        "{body}"
+    );
+    // Wrong credentials get Twilio's 401 shape.
+    let resp = client
+        .post(&url)
+        .basic_auth(sid, Some("wrong"))
+        .form(&[("To", sim.numbers[0].as_str())])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 401);
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    assert_eq!(body["code"], 20003, "{body}");
 }
 
 /// The README's first command: a whole simulated conversation, then exit 0.
@@ -258,15 +191,7 @@ async fn serve_with_sim_needs_no_accounts() {
     cmd.env("SWITCHBOARD_SERVER__BIND", "127.0.0.1:0");
     let mut running = Running(cmd.spawn().expect("spawn"));
     let child = &mut running.0;
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = stdout_lines(child);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut url = None;
     while url.is_none() && Instant::now() < deadline {
@@ -281,21 +206,41 @@ async fn serve_with_sim_needs_no_accounts() {
             Err(_) => {}
         }
     }
-    {
-        let url = url.expect("serve --sim printed its address");
-        let body = reqwest::get(format!("{url}/healthz"))
-            .await
-            .expect("healthz")
-            .text()
-            .await
-            .expect("body");
-        assert_eq!(body, "ok");
-    }
+    let url = url.expect("serve --sim printed its address");
+    let body = reqwest::get(format!("{url}/healthz"))
+        .await
+        .expect("healthz")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(body, "ok");
+    // An open event stream must not hold the server up: graceful shutdown ends it.
+    let mut sse = reqwest::Client::new()
+        .get(format!("{url}/v1/events"))
+        .send()
+        .await
+        .expect("SSE");
+    assert!(sse.status().is_success(), "SSE: {}", sse.status());
     // SIGTERM (to this child's own id) is a graceful stop: exit 0, promptly.
     let sent = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .is_ok_and(|s| s.success());
+    // The stream ends with HTTP's own end-of-body, not a dropped connection.
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match sse.chunk().await {
+                Ok(Some(_)) => continue,
+                other => break other.map(|_| ()),
+            }
+        }
+    })
+    .await
+    .expect("the event stream ends on shutdown");
+    assert!(
+        ended.is_ok(),
+        "the event stream was cut, not ended: {ended:?}"
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut exited = None;
     while sent && exited.is_none() && Instant::now() < deadline {
@@ -311,42 +256,11 @@ async fn serve_with_sim_needs_no_accounts() {
 /// two processes, the real configuration path, the SQLite store.
 #[test]
 fn call_against_a_standalone_sim_with_its_printed_settings() {
-    let mut sim = Running(
-        clean_command(&["sim", "--port", "0", "--speed", "4"])
-            .spawn()
-            .expect("spawn sim"),
-    );
-    let stdout = sim.0.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut env = Vec::new();
-    while Instant::now() < deadline {
-        let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
-            continue;
-        };
-        if let Some((k, v)) = line
-            .strip_prefix("export ")
-            .and_then(|kv| kv.split_once('='))
-        {
-            env.push((k.to_owned(), v.to_owned()));
-        }
-        if line.starts_with("Ctrl-C") {
-            break;
-        }
-    }
+    let sim = StandaloneSim::start(&["--speed", "4"]);
+    let env = &sim.env;
     assert!(env.len() >= 6, "settings not printed: {env:?}");
     // A free port for the engine's webhooks (Twilio must know it, so it cannot be 0).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = free_port();
     let mut cmd = clean_command(&[
         "call",
         "--to",

@@ -336,10 +336,7 @@ async fn crash_mid_call_then_recovery_against_the_simulator() {
             let engine = switchboard::engine::Engine::start(config.engine.clone(), store.clone())
                 .await
                 .unwrap();
-            let state = AppState {
-                engine: engine.clone(),
-                config: Arc::new(config),
-            };
+            let state = AppState::new(engine.clone(), Arc::new(config));
             tokio::spawn(http::run(
                 listener,
                 state,

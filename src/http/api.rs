@@ -17,7 +17,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -400,9 +400,10 @@ async fn events(
         Some(after) => state.engine.subscribe_after(call, after),
         None => state.engine.subscribe(call),
     };
-    let mut resp = Sse::new(sse_stream(stream))
-        .keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE))
-        .into_response();
+    let mut resp =
+        Sse::new(sse_stream(stream).take_until(state.shutdown.clone().cancelled_owned()))
+            .keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE))
+            .into_response();
     resp.headers_mut()
         .insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(resp)

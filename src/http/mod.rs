@@ -25,6 +25,20 @@ use crate::config::Config;
 pub struct AppState {
     pub engine: Engine,
     pub config: Arc<Config>,
+    /// Ends the long-lived responses (SSE, WebSockets, MCP sessions): graceful shutdown waits
+    /// for every open connection, and these would otherwise never finish. [`run`] ties it to
+    /// its own shutdown token.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    pub fn new(engine: Engine, config: Arc<Config>) -> AppState {
+        AppState {
+            engine,
+            config,
+            shutdown: CancellationToken::new(),
+        }
+    }
 }
 
 pub fn app(state: AppState) -> Router {
@@ -35,12 +49,17 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
 }
 
-/// Serves `app(state)` on `listener` until `shutdown` is cancelled.
+/// Serves `app(state)` on `listener` until `shutdown` is cancelled; open event streams and
+/// sockets are ended then too, so the server actually stops.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let state = AppState {
+        shutdown: shutdown.child_token(),
+        ..state
+    };
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

@@ -75,6 +75,7 @@ pub fn http_routes(state: AppState) -> Router {
                 .chain(server.allowed_origins.iter().cloned()),
         );
     }
+    config.cancellation_token = state.shutdown.child_token();
     let engine = state.engine.clone();
     let service = StreamableHttpService::new(
         move || Ok(TelephonyServer::new(engine.clone())),
@@ -143,7 +144,14 @@ async fn serve_ws(state: AppState, socket: WebSocket) {
     let server = TelephonyServer::new(state.engine.clone());
     match server.serve((Box::pin(sink), Box::pin(stream))).await {
         Ok(running) => {
+            let session = running.cancellation_token();
+            let stop = state.shutdown.clone();
+            let stopper = tokio::spawn(async move {
+                stop.cancelled().await;
+                session.cancel();
+            });
             let _ = running.waiting().await;
+            stopper.abort();
         }
         Err(e) => tracing::debug!(error = %e, "MCP WebSocket session did not initialize"),
     }
