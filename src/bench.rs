@@ -66,6 +66,8 @@ pub struct BenchReport {
     /// Engine process CPU over the run, in percent of one core.
     pub engine_cpu_percent: f64,
     pub engine_rss_peak_mib: f64,
+    /// The simulator child's CPU over the same span: the two share the machine's cores.
+    pub simulator_cpu_percent: f64,
     pub violations: usize,
 }
 
@@ -100,14 +102,19 @@ pub async fn run(exe: &std::path::Path, opts: &BenchOptions) -> Result<BenchRepo
         })?;
     let endpoints: SimEndpoints = serde_json::from_str(&line)
         .map_err(|e| BenchError::Spawn(format!("bad endpoints line '{line}': {e}")))?;
-    let result = drive(&endpoints, opts).await;
+    let result = drive(&endpoints, opts, child.id()).await;
     // Stop the simulator by its own id, whatever happened.
     let _ = child.start_kill();
     let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
     result
 }
 
-async fn drive(sim: &SimEndpoints, opts: &BenchOptions) -> Result<BenchReport, BenchError> {
+async fn drive(
+    sim: &SimEndpoints,
+    opts: &BenchOptions,
+    sim_pid: Option<u32>,
+) -> Result<BenchReport, BenchError> {
+    let sim_proc = sim_pid.map_or_else(|| "self".to_owned(), |p| p.to_string());
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(BenchError::Bind)?;
@@ -123,7 +130,8 @@ async fn drive(sim: &SimEndpoints, opts: &BenchOptions) -> Result<BenchReport, B
 
     let scenarios = bench_scenarios(opts.calls, opts.turns);
     let mut events = engine.subscribe(None);
-    let cpu0 = cpu_ticks();
+    let cpu0 = cpu_ticks("self");
+    let sim_cpu0 = cpu_ticks(&sim_proc);
     let t0 = Instant::now();
     let mut placed: HashMap<CallId, Instant> = HashMap::new();
     for s in &scenarios {
@@ -157,7 +165,8 @@ async fn drive(sim: &SimEndpoints, opts: &BenchOptions) -> Result<BenchReport, B
         }
     }
     let wall = t0.elapsed().as_secs_f64();
-    let cpu_secs = (cpu_ticks() - cpu0) as f64 / 100.0;
+    let cpu_secs = cpu_ticks("self").saturating_sub(cpu0) as f64 / 100.0;
+    let sim_cpu_secs = cpu_ticks(&sim_proc).saturating_sub(sim_cpu0) as f64 / 100.0;
     let completed = ended
         .values()
         .filter(|s| **s == CallState::Completed)
@@ -181,6 +190,11 @@ async fn drive(sim: &SimEndpoints, opts: &BenchOptions) -> Result<BenchReport, B
         frames,
         engine_cpu_percent: 100.0 * cpu_secs / wall.max(0.001),
         engine_rss_peak_mib: rss_peak_kib() as f64 / 1024.0,
+        simulator_cpu_percent: if sim_pid.is_some() {
+            100.0 * sim_cpu_secs / wall.max(0.001)
+        } else {
+            0.0
+        },
         violations: violations.len(),
     })
 }
@@ -212,9 +226,9 @@ fn summarize(v: &mut [f64]) -> Summary {
     }
 }
 
-/// utime + stime of this process in clock ticks (USER_HZ, 100 on Linux).
-fn cpu_ticks() -> u64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+/// utime + stime of a process (`self` or a pid) in clock ticks (USER_HZ, 100 on Linux).
+fn cpu_ticks(proc: &str) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{proc}/stat")) else {
         return 0;
     };
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
@@ -251,7 +265,7 @@ impl BenchReport {
             )
         };
         format!(
-            "calls {} (completed {}, not completed {}) in {:.1} s\nsetup (place_call → connected): p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms\n{}{}engine CPU {:.0}% of one core, peak RSS {:.1} MiB; simulator violations {}\n",
+            "calls {} (completed {}, not completed {}) in {:.1} s\nsetup (place_call → connected): p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms\n{}{}engine CPU {:.0}% of one core, peak RSS {:.1} MiB; simulator CPU {:.0}% of one core; simulator violations {}\n",
             self.calls,
             self.completed,
             self.not_completed,
@@ -263,6 +277,7 @@ impl BenchReport {
             d("downlink", &self.frames.downlink),
             self.engine_cpu_percent,
             self.engine_rss_peak_mib,
+            self.simulator_cpu_percent,
             self.violations
         )
     }
