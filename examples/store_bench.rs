@@ -63,6 +63,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         },
                         text: text.into(),
                         offset_ms: k as u64 * 20,
+                        interrupted: false,
                     },
                 ));
                 if k % 64 == 0 {

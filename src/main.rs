@@ -490,12 +490,18 @@ async fn place_and_watch(
             }
             // The state lines already say queued / ringing / answered.
             EventKind::Carrier { .. } => {}
-            EventKind::Transcript { speaker, text, .. } => {
+            EventKind::Transcript {
+                speaker,
+                text,
+                interrupted,
+                ..
+            } => {
                 let who = match speaker {
                     Speaker::Agent => "Agent: ",
                     Speaker::Callee => "Callee:",
                 };
-                println!("  {who} {text}");
+                let cut = if *interrupted { " [interrupted]" } else { "" };
+                println!("  {who} {text}{cut}");
             }
             EventKind::Dtmf { digits } => println!("  [{t:5.1}s] keys pressed: {digits}"),
             EventKind::ToolCall { name, .. } => println!("  [{t:5.1}s] agent used {name}"),

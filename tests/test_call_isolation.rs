@@ -142,6 +142,34 @@ async fn barge_in_truncates_at_what_was_heard_and_clears_twilio() {
             .any(|t| t.speaker == Speaker::Callee && t.text.starts_with("Sorry to interrupt")),
         "{turns:?}"
     );
+    // The agent's cut line stays in the transcript, marked, with about the part that played,
+    // before the callee's interruption.
+    let first = s.script[0].agent.as_deref().unwrap();
+    let cut = turns
+        .iter()
+        .position(|t| t.speaker == Speaker::Agent && t.interrupted)
+        .unwrap_or_else(|| panic!("no interrupted agent turn in {turns:?}"));
+    let heard = &turns[cut].text;
+    assert!(
+        first.starts_with(heard.as_str()) && heard.len() < first.len() && !heard.is_empty(),
+        "{heard:?} is not a prefix of the cut line"
+    );
+    let played = heard.chars().count() as f64 / first.chars().count() as f64;
+    let expected = heard_ms as f64 / line_ms as f64;
+    assert!(
+        (played - expected).abs() < 0.15,
+        "kept {played:.2} of the text for {expected:.2} of the audio: {heard:?}"
+    );
+    let interruption = turns
+        .iter()
+        .position(|t| t.text.starts_with("Sorry to interrupt"))
+        .unwrap();
+    assert!(cut < interruption, "{turns:?}");
+    assert_eq!(
+        turns.iter().filter(|t| t.interrupted).count(),
+        1,
+        "only the cut line is marked: {turns:?}"
+    );
     assert_no_violations(&stack);
     stack.stop().await;
 }

@@ -168,6 +168,7 @@ async fn live_call(store: &SqliteStore, sid: Option<&str>, connected: bool) -> C
                 speaker: Speaker::Agent,
                 text: "Hi, what time do you open?".into(),
                 offset_ms: 300,
+                interrupted: false,
             },
         ));
     }

@@ -44,6 +44,7 @@ async fn seed_ended_calls(s: &Stack, n: usize) -> Vec<CallId> {
                         speaker: Speaker::Callee,
                         text: format!("hello {i}"),
                         offset_ms: 61_500,
+                        interrupted: false,
                     },
                 ),
                 NewEvent::now(

@@ -51,6 +51,7 @@ fn call_events(id: CallId, end: Option<CallState>) -> Vec<NewEvent> {
                 speaker: Speaker::Agent,
                 text: "Hello, I'd like to book a table.".into(),
                 offset_ms: 120,
+                interrupted: false,
             },
         ),
         ev(
@@ -59,6 +60,7 @@ fn call_events(id: CallId, end: Option<CallState>) -> Vec<NewEvent> {
                 speaker: Speaker::Callee,
                 text: "Sure, for when?".into(),
                 offset_ms: 2400,
+                interrupted: false,
             },
         ),
         ev(

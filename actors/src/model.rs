@@ -223,6 +223,9 @@ pub struct TranscriptTurn {
     pub at: DateTime<Utc>,
     /// Milliseconds since the media stream started.
     pub offset_ms: u64,
+    /// The callee talked over this agent line; `text` is the part that played before the cut.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 /// Token usage reported by the model (`response.done.usage`), summed over the call.
@@ -296,6 +299,9 @@ pub enum EventKind {
         speaker: Speaker,
         text: String,
         offset_ms: u64,
+        /// An agent line cut short by barge-in; `text` is what played before the cut.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        interrupted: bool,
     },
     Dtmf {
         digits: String,

@@ -53,7 +53,13 @@ async fn run(name: &str) -> anyhow::Result<bool> {
         let Some(ev) = ev else { break };
         match &ev.kind {
             EventKind::State { state, detail, .. } => println!("  [{state}] {detail:?}"),
-            EventKind::Transcript { speaker, text, .. } => match speaker {
+            EventKind::Transcript {
+                speaker,
+                text,
+                interrupted,
+                ..
+            } => match speaker {
+                Speaker::Agent if *interrupted => println!("  Agent:  {text} [interrupted]"),
                 Speaker::Agent => println!("  Agent:  {text}"),
                 Speaker::Callee => println!("  Callee: {text}"),
             },

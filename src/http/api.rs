@@ -301,11 +301,12 @@ pub fn transcript_text(turns: &[TranscriptTurn]) -> String {
             switchboard_actors::Speaker::Callee => "callee",
         };
         out.push_str(&format!(
-            "[{:02}:{:02}.{}] {speaker}: {}\n",
+            "[{:02}:{:02}.{}] {speaker}: {}{}\n",
             tenths / 600,
             (tenths / 10) % 60,
             tenths % 10,
-            t.text
+            t.text,
+            if t.interrupted { " [interrupted]" } else { "" }
         ));
     }
     out

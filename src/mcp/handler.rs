@@ -166,9 +166,10 @@ fn transcript_text(rec: &CallRecord, turns: &[switchboard_actors::TranscriptTurn
             switchboard_actors::Speaker::Callee => "Callee",
         };
         out.push_str(&format!(
-            "[{}] {who}: {}\n",
+            "[{}] {who}: {}{}\n",
             t.at.format("%H:%M:%S"),
-            t.text
+            t.text,
+            if t.interrupted { " [interrupted]" } else { "" }
         ));
     }
     if let Some(o) = &rec.outcome {
@@ -385,12 +386,18 @@ impl TelephonyServer {
                         .and_then(|v| v.as_str().map(str::to_owned))
                         .unwrap_or_default()
                 )),
-                EventKind::Transcript { speaker, text, .. } => Some(format!(
-                    "{}: {text}",
+                EventKind::Transcript {
+                    speaker,
+                    text,
+                    interrupted,
+                    ..
+                } => Some(format!(
+                    "{}: {text}{}",
                     match speaker {
                         switchboard_actors::Speaker::Agent => "agent",
                         switchboard_actors::Speaker::Callee => "callee",
-                    }
+                    },
+                    if *interrupted { " [interrupted]" } else { "" }
                 )),
                 EventKind::Ended { state, .. } => Some(format!("ended: {state}")),
                 _ => None,

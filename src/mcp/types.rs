@@ -158,6 +158,9 @@ pub struct TurnView {
     pub at: DateTime<Utc>,
     /// Milliseconds since the conversation started.
     pub offset_ms: u64,
+    /// The callee talked over this agent line; `text` is the part that played.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 impl From<&TranscriptTurn> for TurnView {
@@ -170,6 +173,7 @@ impl From<&TranscriptTurn> for TurnView {
             text: t.text.clone(),
             at: t.at,
             offset_ms: t.offset_ms,
+            interrupted: t.interrupted,
         }
     }
 }

@@ -380,12 +380,13 @@ impl CallActor {
                     let _ = m.cast(ModelLegMsg::Send(realtime::truncate(&item, ms)));
                 }
             }
-            ModelEvent::AgentSaid(text) => {
+            ModelEvent::AgentSaid { text, interrupted } => {
                 let offset_ms = s.offset_ms();
                 s.emit(EventKind::Transcript {
                     speaker: Speaker::Agent,
                     text,
                     offset_ms,
+                    interrupted,
                 });
             }
             ModelEvent::CalleeSaid(text) => {
@@ -394,6 +395,7 @@ impl CallActor {
                     speaker: Speaker::Callee,
                     text,
                     offset_ms,
+                    interrupted: false,
                 });
             }
             ModelEvent::FunctionCall {

@@ -18,7 +18,11 @@ pub enum ToTwilio {
 /// Events from the model leg's reader.
 pub enum ModelEvent {
     SpeechStarted,
-    AgentSaid(String),
+    /// An agent line for the transcript; `interrupted` when the callee cut it short.
+    AgentSaid {
+        text: String,
+        interrupted: bool,
+    },
     CalleeSaid(String),
     FunctionCall {
         name: String,

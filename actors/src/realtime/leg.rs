@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::call::messages::{CallMsg, ModelEvent, ToTwilio};
 use crate::model::Usage;
+use crate::realtime::spoken::{Line, Spoken};
 
 pub enum ModelLegMsg {
     /// A control event (already JSON) for the model.
@@ -46,6 +47,18 @@ pub struct ModelLegState {
 struct Head<'a> {
     #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct ItemText<'a> {
+    #[serde(borrow)]
+    item_id: Cow<'a, str>,
+    #[serde(default, borrow)]
+    delta: Cow<'a, str>,
+    #[serde(default, borrow)]
+    transcript: Cow<'a, str>,
+    #[serde(default)]
+    audio_end_ms: u64,
 }
 
 #[derive(Deserialize)]
@@ -104,6 +117,13 @@ impl Actor for ModelLeg {
         let call = args.call.clone();
         let to_twilio = args.to_twilio;
         let reader = tokio::spawn(async move {
+            let mut spoken = Spoken::default();
+            let said = |line: Line| {
+                let _ = call.cast(CallMsg::Model(ModelEvent::AgentSaid {
+                    text: line.text,
+                    interrupted: line.interrupted,
+                }));
+            };
             let reason = loop {
                 let Some(msg) = stream.next().await else {
                     break "the model connection closed".to_owned();
@@ -132,6 +152,7 @@ impl Actor for ModelLeg {
                         let Ok(d) = serde_json::from_str::<AudioDelta>(text.as_str()) else {
                             continue;
                         };
+                        spoken.audio(&d.item_id, &d.delta);
                         let out = ToTwilio::Audio {
                             item_id: d.item_id.into_owned(),
                             payload: d.delta.into_owned(),
@@ -140,13 +161,40 @@ impl Actor for ModelLeg {
                             break "the media leg is gone".to_owned();
                         }
                     }
+                    kind @ ("response.output_audio_transcript.delta"
+                    | "response.output_audio_transcript.done"
+                    | "conversation.item.truncated") => {
+                        let Ok(t) = serde_json::from_str::<ItemText>(text.as_str()) else {
+                            continue;
+                        };
+                        let line = match kind {
+                            "response.output_audio_transcript.delta" => {
+                                spoken.transcript_delta(&t.item_id, &t.delta);
+                                None
+                            }
+                            "response.output_audio_transcript.done" => {
+                                spoken.done(&t.item_id, &t.transcript)
+                            }
+                            _ => spoken.truncated(&t.item_id, t.audio_end_ms),
+                        };
+                        line.into_iter().for_each(said);
+                    }
                     kind => {
+                        match kind {
+                            // Unfinished lines go out before what follows them.
+                            "response.created" | "input_audio_buffer.committed" => {
+                                spoken.flush(false).into_iter().for_each(said);
+                            }
+                            "response.done" => spoken.response_done(),
+                            _ => {}
+                        }
                         if let Some(ev) = control_event(kind, text.as_str(), &to_twilio).await {
                             let _ = call.cast(CallMsg::Model(ev));
                         }
                     }
                 }
             };
+            spoken.flush(true).into_iter().for_each(said);
             let _ = call.cast(CallMsg::Model(ModelEvent::Closed(reason)));
         });
         Ok(ModelLegState {
@@ -193,9 +241,6 @@ async fn control_event(
     let v: serde_json::Value = serde_json::from_str(text).ok()?;
     match kind {
         "input_audio_buffer.speech_started" => Some(ModelEvent::SpeechStarted),
-        "response.output_audio_transcript.done" => {
-            Some(ModelEvent::AgentSaid(v["transcript"].as_str()?.to_owned()))
-        }
         "conversation.item.input_audio_transcription.completed" => {
             Some(ModelEvent::CalleeSaid(v["transcript"].as_str()?.to_owned()))
         }

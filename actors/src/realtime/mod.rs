@@ -2,6 +2,7 @@
 //! runs in, and the leg actor that owns the socket.
 
 pub mod leg;
+pub mod spoken;
 
 use serde_json::json;
 

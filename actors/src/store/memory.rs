@@ -66,6 +66,7 @@ impl Store for MemoryStore {
                     speaker,
                     text,
                     offset_ms,
+                    interrupted,
                 } = &stored.kind
                 {
                     g.transcripts
@@ -76,6 +77,7 @@ impl Store for MemoryStore {
                             text: text.clone(),
                             at: stored.at,
                             offset_ms: *offset_ms,
+                            interrupted: *interrupted,
                         });
                 }
                 g.log.push(stored.clone());

@@ -247,6 +247,7 @@ impl SqliteStore {
                 speaker,
                 text,
                 offset_ms,
+                interrupted,
             } = &stored.kind
             {
                 let speaker = match speaker {
@@ -260,24 +261,26 @@ impl SqliteStore {
                     text.clone(),
                     at.clone(),
                     *offset_ms as i64,
+                    *interrupted,
                 ));
             }
             out.push(stored);
         }
         for chunk in turns.chunks(INSERT_CHUNK) {
             let mut sql = String::from(
-                "INSERT INTO transcript_turns (seq, call_id, speaker, text, at, offset_ms) VALUES ",
+                "INSERT INTO transcript_turns (seq, call_id, speaker, text, at, offset_ms, interrupted) VALUES ",
             );
-            push_placeholders(&mut sql, chunk.len(), 6);
+            push_placeholders(&mut sql, chunk.len(), 7);
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (seq, id, speaker, text, at, offset) in chunk {
+            for (seq, id, speaker, text, at, offset, interrupted) in chunk {
                 q = q
                     .bind(*seq)
                     .bind(id)
                     .bind(*speaker)
                     .bind(text)
                     .bind(at)
-                    .bind(*offset);
+                    .bind(*offset)
+                    .bind(*interrupted);
             }
             q.execute(&mut *tx).await.map_err(backend)?;
         }
@@ -451,7 +454,7 @@ impl Store for SqliteStore {
     fn transcript(&self, id: CallId) -> BoxFuture<'_, StoreResult<Vec<TranscriptTurn>>> {
         Box::pin(async move {
             let rows = sqlx::query(
-                "SELECT speaker, text, at, offset_ms FROM transcript_turns \
+                "SELECT speaker, text, at, offset_ms, interrupted FROM transcript_turns \
                  WHERE call_id = $1 ORDER BY seq",
             )
             .bind(id.to_string())
@@ -469,6 +472,7 @@ impl Store for SqliteStore {
                         text: row.try_get(1).map_err(backend)?,
                         at: parse_time(&at)?,
                         offset_ms: offset.max(0) as u64,
+                        interrupted: row.try_get(4).map_err(backend)?,
                     })
                 })
                 .collect()
