@@ -1291,11 +1291,13 @@ fn validate_session(s: &Map<String, Value>) -> Result<(), (&'static str, String,
 }
 
 /// Applies a partial session over the effective config (only present fields change).
+/// An audio `format` is a tagged union and is replaced whole: `{type: audio/pcmu}` over the
+/// default `{type: audio/pcm, rate: 24000}` must not keep the PCM rate.
 fn merge(base: &mut Value, patch: &Value) {
     match (base, patch) {
         (Value::Object(b), Value::Object(p)) => {
             for (k, v) in p {
-                if v.is_object() && b.get(k).is_some_and(Value::is_object) {
+                if k != "format" && v.is_object() && b.get(k).is_some_and(Value::is_object) {
                     merge(b.get_mut(k).expect("checked"), v);
                 } else {
                     b.insert(k.clone(), v.clone());
