@@ -567,6 +567,10 @@ where
                 return None;
             };
             match base64::engine::general_purpose::STANDARD.decode(p) {
+                Ok(bytes) if bytes.starts_with(b"RIFF") => bad(
+                    "file-header",
+                    "media.payload starts with a RIFF/WAV header: send raw mu-law, no header (31924)",
+                ),
                 Ok(bytes) if !bytes.is_empty() => {
                     st.stats.received(Dir::Downlink, &bytes);
                     if let Some(Queued::Audio(last)) = queue.back_mut() {
