@@ -1339,3 +1339,121 @@ async fn each_media_stream_mistake_is_a_violation_with_the_call_and_message() {
     );
     sim.shutdown().await;
 }
+
+// ------------------------------------------------------------------ faults
+
+fn faulty(name: &str, number: &str, faults: &str) -> Scenario {
+    let toml = format!(
+        "name = \"{name}\"\nnumber = \"{number}\"\n[answer]\nkind = \"human\"\nring_ms = 400\n[agent]\ngoal = \"faults\"\n[faults]\n{faults}\n"
+    );
+    Scenario::from_toml("inline.toml", &toml).expect("scenario")
+}
+
+#[tokio::test]
+async fn callback_and_media_faults_behave_as_scripted() {
+    let scenarios = vec![
+        faulty("dup", "+12125550181", "callback_duplicate = true"),
+        faulty("ooo", "+12125550182", "callback_out_of_order = true"),
+        faulty("late", "+12125550183", "callback_delay_ms = 2000"),
+        faulty("drop", "+12125550184", "media_drop_at_ms = 1000"),
+    ];
+    let sim = sim_with(SimConfig {
+        scenarios,
+        ..SimConfig::default()
+    })
+    .await;
+    let rest = Rest::new(&sim);
+    let mut app = App::start().await;
+    app.set_twiml("<Response><Pause length=\"1\"/></Response>");
+    let from = sim.number().to_owned();
+    let urls = [app.url("voice"), app.url("status")];
+    let sid_of = |call: Value| call["sid"].as_str().unwrap().to_owned();
+
+    // Duplicated: every callback twice, same SequenceNumber.
+    let dup = sid_of(
+        rest.create(&call_params(&urls, "+12125550181", &from))
+            .await
+            .1,
+    );
+    app.wait_hook("status", &dup, |h| h.get("CallStatus") == Some("completed"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let seqs: Vec<String> = app
+        .hooks("status", &dup)
+        .iter()
+        .filter_map(|h| h.get("SequenceNumber").map(str::to_owned))
+        .collect();
+    assert_eq!(seqs, ["0", "0", "1", "1", "2", "2", "3", "3"]);
+
+    // Out of order: `initiated` arrives after a later callback; SequenceNumber tells the truth.
+    let ooo = sid_of(
+        rest.create(&call_params(&urls, "+12125550182", &from))
+            .await
+            .1,
+    );
+    app.wait_hook("status", &ooo, |h| h.get("CallStatus") == Some("completed"))
+        .await;
+    let order: Vec<(String, String)> = app
+        .hooks("status", &ooo)
+        .iter()
+        .map(|h| {
+            (
+                h.get("SequenceNumber").unwrap().to_owned(),
+                h.get("CallStatus").unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_ne!(order[0].0, "0", "{order:?}");
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>(),
+        ["initiated", "ringing", "in-progress", "completed"]
+    );
+
+    // Delayed: the callback arrives the scripted delay after the event.
+    let late = sid_of(
+        rest.create(&call_params(&urls, "+12125550183", &from))
+            .await
+            .1,
+    );
+    rest.wait_status(&late, "ringing").await;
+    let rang = Instant::now();
+    let ringing = app
+        .wait_hook("status", &late, |h| h.get("CallStatus") == Some("ringing"))
+        .await;
+    let delay = Duration::from_secs_f64(2.0 / SPEED);
+    assert!(
+        ringing.at - rang >= delay.mul_f64(0.8),
+        "ringing callback after {:?}, scripted delay {delay:?}",
+        ringing.at - rang
+    );
+
+    // Media drop: the stream vanishes (no stop, no close frame) and the call ends.
+    app.set_twiml(&app.connect_twiml());
+    let drop = sid_of(
+        rest.create(&call_params(&urls, "+12125550184", &from))
+            .await
+            .1,
+    );
+    let (_, mut m) = app.next_socket().await;
+    m.handshake(&drop, sim.account_sid()).await;
+    let opened = Instant::now();
+    while m.next(STEP).await.is_some() {
+        assert!(opened.elapsed() < STEP, "the stream was never dropped");
+    }
+    assert!(
+        m.log.iter().all(|(_, v)| v["event"] != "stop"),
+        "a dropped stream sends no stop"
+    );
+    let scripted = Duration::from_secs_f64(1.0 / SPEED);
+    assert!(
+        opened.elapsed() >= scripted.mul_f64(0.8),
+        "{:?}",
+        opened.elapsed()
+    );
+    let c = wait_sim_call(&sim, &drop, |c| c["status"] == "completed").await;
+    assert_eq!(c["ended_by"], "media-dropped");
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+    sim.shutdown().await;
+}
