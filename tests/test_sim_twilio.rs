@@ -1457,3 +1457,119 @@ async fn callback_and_media_faults_behave_as_scripted() {
     assert!(sim.violations().is_empty(), "{:?}", sim.violations());
     sim.shutdown().await;
 }
+
+// ------------------------------------------------------------------ redirects, DTMF, AMD values
+
+#[tokio::test]
+async fn a_redirect_replaces_the_running_twiml_and_the_callee_presses_keys() {
+    let toml = r#"
+name = "keys"
+number = "+12125550185"
+[answer]
+kind = "human"
+ring_ms = 200
+[agent]
+goal = "keys"
+[[script]]
+dtmf = "1#"
+"#;
+    let sim = sim_with(SimConfig {
+        scenarios: vec![Scenario::from_toml("keys.toml", toml).unwrap()],
+        ..SimConfig::default()
+    })
+    .await;
+    let rest = Rest::new(&sim);
+    let mut app = App::start().await;
+    let from = sim.number().to_owned();
+    let urls = [app.url("voice"), app.url("status")];
+    let sid = rest
+        .create(&call_params(&urls, "+12125550185", &from))
+        .await
+        .1["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, mut m) = app.next_socket().await;
+    m.handshake(&sid, sim.account_sid()).await;
+
+    // The callee's key presses arrive as `dtmf` events (§6.1), in the one sequence.
+    let mut digits = String::new();
+    while digits.len() < 2 {
+        let d = m.until("dtmf").await;
+        assert_shape(&fixture("media_dtmf.json"), &d, "dtmf");
+        assert_eq!(d["dtmf"]["track"], "inbound_track");
+        assert_eq!(d["streamSid"], m.stream_sid.as_str());
+        digits.push_str(d["dtmf"]["digit"].as_str().unwrap());
+    }
+    assert_eq!(digits, "1#");
+
+    // Redirect with new TwiML while the stream runs (§2.3): the stream stops, the new
+    // document runs: keys to the callee, a transfer, then the end.
+    let (status, _) = rest
+        .update(
+            &sid,
+            &[(
+                "Twiml",
+                "<Response><Play digits=\"w9\"/><Dial>+14155550123</Dial><Hangup/></Response>",
+            )],
+        )
+        .await;
+    assert_eq!(status, 200);
+    m.until("stop").await;
+    let c = wait_sim_call(&sim, &sid, |c| c["status"] == "completed").await;
+    assert_eq!(
+        c["twiml_verbs"],
+        json!(["Connect", "Play w9", "Dial +14155550123", "Hangup"])
+    );
+    assert_eq!(c["digits_received"], "9");
+    assert_eq!(c["ended_by"], "twiml-hangup");
+    // A redirect of an ended call is refused.
+    let (status, err) = rest
+        .update(&sid, &[("Url", "http://127.0.0.1:9/twiml")])
+        .await;
+    assert_eq!((status, &err["code"]), (400, &json!(21220)));
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn each_scenario_answered_by_value_is_reported() {
+    let values = [
+        "human",
+        "machine_start",
+        "machine_end_beep",
+        "fax",
+        "unknown",
+    ];
+    let scenarios: Vec<Scenario> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let kind = if *v == "human" { "human" } else { "machine" };
+            let toml = format!(
+                "name = \"amd{i}\"\nnumber = \"+1212555017{i}\"\n[answer]\nkind = \"{kind}\"\nring_ms = 200\nanswered_by = \"{v}\"\n[agent]\ngoal = \"amd\"\n"
+            );
+            Scenario::from_toml("amd.toml", &toml).unwrap()
+        })
+        .collect();
+    let sim = sim_with(SimConfig {
+        scenarios,
+        ..SimConfig::default()
+    })
+    .await;
+    let rest = Rest::new(&sim);
+    let app = App::start().await;
+    app.set_twiml("<Response><Hangup/></Response>");
+    let from = sim.number().to_owned();
+    let urls = [app.url("voice"), app.url("status")];
+    for (i, v) in values.iter().enumerate() {
+        let to = format!("+1212555017{i}");
+        let mut p = call_params(&urls, &to, &from);
+        p.push(("MachineDetection", "Enable"));
+        let sid = rest.create(&p).await.1["sid"].as_str().unwrap().to_owned();
+        let voice = app.wait_hook("voice", &sid, |_| true).await;
+        assert_eq!(voice.get("AnsweredBy"), Some(*v));
+    }
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+    sim.shutdown().await;
+}
