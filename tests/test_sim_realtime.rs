@@ -3,6 +3,9 @@
 //! own and not against its twin. Messages the client sends and the shapes it expects come from
 //! the sheet's examples in `tests/fixtures/realtime/`.
 
+#[path = "support/wire.rs"]
+mod wire;
+
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -16,39 +19,14 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use wire::assert_shape;
 
 const STEP: Duration = Duration::from_secs(20);
 /// Scripted time runs this much faster (pauses, ping interval, faults).
 const SPEED: f64 = 4.0;
 
 fn fixture(name: &str) -> Value {
-    let path = format!(
-        "{}/tests/fixtures/realtime/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-/// Every key of `expected` is in `actual` with a value of the same JSON type (recursively for
-/// objects; a `null` in the sheet allows any value, as the sheet marks nullable fields so).
-fn assert_shape(expected: &Value, actual: &Value, path: &str) {
-    match (expected, actual) {
-        (Value::Null, _) => {}
-        (Value::Object(e), Value::Object(a)) => {
-            for (k, ev) in e {
-                let av = a
-                    .get(k)
-                    .unwrap_or_else(|| panic!("{path}.{k} missing in {actual}"));
-                assert_shape(ev, av, &format!("{path}.{k}"));
-            }
-        }
-        (Value::String(_), Value::String(_))
-        | (Value::Number(_), Value::Number(_))
-        | (Value::Bool(_), Value::Bool(_))
-        | (Value::Array(_), Value::Array(_)) => {}
-        _ => panic!("{path}: expected a value like {expected}, got {actual}"),
-    }
+    wire::fixture("realtime", name)
 }
 
 async fn sim_with(scenarios: Vec<Scenario>) -> Simulator {

@@ -4,6 +4,9 @@
 //! simulator is checked on its own and not against its twin. Shapes come from the sheet's
 //! examples in `tests/fixtures/twilio/`.
 
+#[path = "support/wire.rs"]
+mod wire;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,6 +26,7 @@ use switchboard::sim::voice::FRAME_BYTES;
 use switchboard::sim::{Scenario, SimConfig, Simulator};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use wire::assert_shape;
 
 /// Scripted time (ringing, pauses, the media clock) runs this much faster.
 const SPEED: f64 = 4.0;
@@ -37,37 +41,12 @@ type Params<'a> = Vec<(&'a str, &'a str)>;
 
 // ------------------------------------------------------------------ fixtures and shapes
 
-fn fixture_text(name: &str) -> String {
-    let path = format!(
-        "{}/tests/fixtures/twilio/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
 fn fixture(name: &str) -> Value {
-    serde_json::from_str(&fixture_text(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    wire::fixture("twilio", name)
 }
 
-/// Every key of `expected` is in `actual` with a value of the same JSON type (recursively for
-/// objects). A `null` in the sheet's example allows any value (the field is nullable).
-fn assert_shape(expected: &Value, actual: &Value, path: &str) {
-    match (expected, actual) {
-        (Value::Null, _) => {}
-        (Value::Object(e), Value::Object(a)) => {
-            for (k, ev) in e {
-                let av = a
-                    .get(k)
-                    .unwrap_or_else(|| panic!("{path}.{k} missing in {actual}"));
-                assert_shape(ev, av, &format!("{path}.{k}"));
-            }
-        }
-        (Value::String(_), Value::String(_))
-        | (Value::Number(_), Value::Number(_))
-        | (Value::Bool(_), Value::Bool(_))
-        | (Value::Array(_), Value::Array(_)) => {}
-        _ => panic!("{path}: expected a value like {expected}, got {actual}"),
-    }
+fn fixture_text(name: &str) -> String {
+    wire::fixture_text("twilio", name)
 }
 
 fn is_sid(s: &str, prefix: &str) -> bool {
