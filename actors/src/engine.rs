@@ -102,10 +102,7 @@ impl Engine {
         // them: end them at the carrier and write their final state before taking new ones.
         let recovered = crate::recovery::reconcile(store.as_ref(), &rest)
             .await
-            .map_err(|e| match e {
-                crate::recovery::RecoveryError::Store(s) => EngineError::Store(s),
-                other => EngineError::Internal(other.to_string()),
-            })?;
+            .map_err(|crate::recovery::RecoveryError::Store(s)| EngineError::Store(s))?;
         if !recovered.is_empty() {
             tracing::warn!(
                 calls = recovered.len(),

@@ -24,8 +24,6 @@ pub const REASON: &str = "engine restarted";
 pub enum RecoveryError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot build the carrier HTTP client: {0}")]
-    Client(String),
 }
 
 /// What recovery needs from a carrier.

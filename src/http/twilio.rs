@@ -55,6 +55,18 @@ fn signed_form(
     Ok(params)
 }
 
+/// Both webhooks start the same way: a valid signature over the form, then a known call id.
+fn signed_call(
+    state: &AppState,
+    id: &str,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(CallId, Vec<(String, String)>), Response> {
+    let params = signed_form(state, uri, headers, body)?;
+    Ok((call_id(id)?, params))
+}
+
 fn call_id(id: &str) -> Result<CallId, Response> {
     id.parse()
         .map_err(|e: String| refused(StatusCode::NOT_FOUND, &e))
@@ -74,12 +86,8 @@ async fn voice(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params = match signed_form(&state, &uri, &headers, &body) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let id = match call_id(&id) {
-        Ok(i) => i,
+    let (id, params) = match signed_call(&state, &id, &uri, &headers, &body) {
+        Ok(v) => v,
         Err(r) => return r,
     };
     let answered_by = params
@@ -99,12 +107,8 @@ async fn status(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params = match signed_form(&state, &uri, &headers, &body) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let id = match call_id(&id) {
-        Ok(i) => i,
+    let (id, params) = match signed_call(&state, &id, &uri, &headers, &body) {
+        Ok(v) => v,
         Err(r) => return r,
     };
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());

@@ -124,7 +124,8 @@ pub struct ToolCall {
     pub arguments: serde_json::Value,
 }
 
-/// Faults to inject. Times are scripted ms from the media stream's start.
+/// Faults to inject. Twilio-side times are scripted ms from the media stream's start; model-side
+/// times from the session's first appended audio (each half keeps its own clock).
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Faults {
@@ -142,7 +143,7 @@ pub struct Faults {
     pub callback_out_of_order: bool,
     /// The model waits this long before its first audio byte of each response.
     pub model_first_byte_ms: Option<u64>,
-    /// The model half panics? No: this makes the model return an `error` event then close 1011.
+    /// The model half sends a `server_error` event and closes with 1011 at this time.
     pub model_error_at_ms: Option<u64>,
 }
 

@@ -223,11 +223,11 @@ impl Actor for ModelLeg {
         _me: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.reader.abort();
-        let _ = state.control.send(None);
-        if let Some(w) = state.writer.take() {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), w).await;
-        }
+        let control = &state.control;
+        crate::call::stop_socket(&state.reader, state.writer.take(), || {
+            let _ = control.send(None);
+        })
+        .await;
         Ok(())
     }
 }

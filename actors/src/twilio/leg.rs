@@ -271,11 +271,11 @@ impl Actor for TwilioLeg {
         _me: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.reader.abort();
-        let _ = state.control.send(Ctl::Close);
-        if let Some(w) = state.writer.take() {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), w).await;
-        }
+        let control = &state.control;
+        crate::call::stop_socket(&state.reader, state.writer.take(), || {
+            let _ = control.send(Ctl::Close);
+        })
+        .await;
         Ok(())
     }
 }

@@ -1057,11 +1057,10 @@ const BETA_FIELDS: &[&str] = &[
     "max_response_output_tokens",
 ];
 
-fn check_keys(
-    obj: &Map<String, Value>,
-    path: &str,
-    allowed: &[&str],
-) -> Result<(), (&'static str, String, String)> {
+/// Why a `session.update` was rejected: (error code, param, message).
+type Invalid = (&'static str, String, String);
+
+fn check_keys(obj: &Map<String, Value>, path: &str, allowed: &[&str]) -> Result<(), Invalid> {
     if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
         let p = format!("{path}.{k}");
         return Err((
@@ -1073,12 +1072,31 @@ fn check_keys(
     Ok(())
 }
 
-fn bad(param: &str, msg: String) -> Result<(), (&'static str, String, String)> {
+/// `parent.key` as an object with only `allowed` keys, or `None` when absent or null (the GA
+/// way to turn a feature off).
+fn nullable_object<'a>(
+    parent: &'a Map<String, Value>,
+    path: &str,
+    key: &str,
+    allowed: &[&str],
+) -> Result<Option<&'a Map<String, Value>>, Invalid> {
+    let Some(v) = parent.get(key).filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let Some(obj) = v.as_object() else {
+        bad(&format!("{path}.{key}"), "must be an object or null".into())?;
+        return Ok(None);
+    };
+    check_keys(obj, &format!("{path}.{key}"), allowed)?;
+    Ok(Some(obj))
+}
+
+fn bad(param: &str, msg: String) -> Result<(), Invalid> {
     Err(("invalid_value", param.to_owned(), msg))
 }
 
 /// Checks a `session.update` body against the GA shape (protocols/openai-realtime.md §3.1).
-fn validate_session(s: &Map<String, Value>) -> Result<(), (&'static str, String, String)> {
+fn validate_session(s: &Map<String, Value>) -> Result<(), Invalid> {
     check_keys(
         s,
         "session",
@@ -1194,27 +1212,17 @@ fn validate_session(s: &Map<String, Value>) -> Result<(), (&'static str, String,
                     }
                 }
             }
-            if let Some(td) = side.get("turn_detection").filter(|t| !t.is_null()) {
-                let Some(td) = td.as_object() else {
-                    return bad(
-                        &format!("{path}.turn_detection"),
-                        "must be an object or null".into(),
-                    );
-                };
-                check_keys(
-                    td,
-                    &format!("{path}.turn_detection"),
-                    &[
-                        "type",
-                        "threshold",
-                        "prefix_padding_ms",
-                        "silence_duration_ms",
-                        "idle_timeout_ms",
-                        "create_response",
-                        "interrupt_response",
-                        "eagerness",
-                    ],
-                )?;
+            const TURN_DETECTION: &[&str] = &[
+                "type",
+                "threshold",
+                "prefix_padding_ms",
+                "silence_duration_ms",
+                "idle_timeout_ms",
+                "create_response",
+                "interrupt_response",
+                "eagerness",
+            ];
+            if let Some(td) = nullable_object(side, &path, "turn_detection", TURN_DETECTION)? {
                 match td.get("type").and_then(Value::as_str) {
                     Some("server_vad") | Some("semantic_vad") => {}
                     t => {
@@ -1227,19 +1235,12 @@ fn validate_session(s: &Map<String, Value>) -> Result<(), (&'static str, String,
                     }
                 }
             }
-            if let Some(tr) = side.get("transcription").filter(|t| !t.is_null()) {
-                let Some(tr) = tr.as_object() else {
-                    return bad(
-                        &format!("{path}.transcription"),
-                        "must be an object or null".into(),
-                    );
-                };
-                check_keys(
-                    tr,
-                    &format!("{path}.transcription"),
-                    &["model", "language", "prompt"],
-                )?;
-            }
+            nullable_object(
+                side,
+                &path,
+                "transcription",
+                &["model", "language", "prompt"],
+            )?;
             if let Some(v) = side.get("voice")
                 && !v.is_string()
                 && !v.is_object()
