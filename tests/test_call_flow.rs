@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use support::*;
-use switchboard_actors::{CallDetail, CallState, Speaker};
+use switchboard_actors::{CallDetail, CallState, EventKind, Speaker};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restaurant_booking_happy_path() {
@@ -84,6 +84,146 @@ async fn restaurant_booking_happy_path() {
         "{:?}",
         calls[0].ended_by
     );
+    assert_no_violations(&stack);
+    stack.stop().await;
+}
+
+/// Every event of a finished call, from the log.
+async fn logged_events(
+    stack: &switchboard::local::LocalStack,
+    id: switchboard_actors::CallId,
+) -> Vec<EventKind> {
+    let mut events = stack.engine.subscribe_after(Some(id), 0);
+    let mut out = Vec::new();
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(2), events.next()).await {
+        let end = matches!(ev.kind, EventKind::Ended { .. });
+        out.push(ev.kind.clone());
+        if end {
+            break;
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ivr_menu_the_agent_presses_a_key_and_the_call_goes_on_over_a_new_stream() {
+    let scenario = builtin("ivr");
+    let stack = stack(vec![scenario.clone()]).await;
+    let id = stack
+        .engine
+        .place_call(request_for(&scenario))
+        .await
+        .unwrap();
+    let rec = finished(&stack, id, Duration::from_secs(60)).await;
+    assert_eq!(
+        (rec.state, rec.detail),
+        (CallState::Completed, CallDetail::AgentEnded),
+        "{rec:?}"
+    );
+    assert!(rec.outcome.as_ref().is_some_and(|o| o.success), "{rec:?}");
+
+    // Both sides of the conversation, before and after the keys, are in the transcript.
+    let turns = stack.engine.transcript(id).await.unwrap();
+    let said = |who: Speaker| -> Vec<String> {
+        turns
+            .iter()
+            .filter(|t| t.speaker == who)
+            .map(|t| t.text.clone())
+            .collect()
+    };
+    let script = |f: fn(&switchboard::sim::scenario::Step) -> Option<&String>| -> Vec<String> {
+        scenario.script.iter().filter_map(f).cloned().collect()
+    };
+    assert_eq!(said(Speaker::Callee), script(|s| s.callee.as_ref()));
+    assert_eq!(said(Speaker::Agent), script(|s| s.agent.as_ref()));
+    let events = logged_events(&stack, id).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, EventKind::ToolCall { name, arguments }
+            if name == "send_dtmf" && arguments["digits"] == "1")),
+        "{events:?}"
+    );
+
+    // Twilio's view: one call that played the key between two streams, each stream with the
+    // call id and its own token, and the callee heard every agent line whole.
+    let sim = stack.sim.state().clone();
+    assert!(
+        eventually(Duration::from_secs(5), || sim
+            .twilio
+            .calls()
+            .first()
+            .is_some_and(|c| c.status == "completed"))
+        .await
+    );
+    let call = &sim.twilio.calls()[0];
+    assert_eq!(call.digits_received, "1");
+    assert_eq!(call.twiml_verbs[..3], ["Connect", "Play 1", "Connect"]);
+    assert_eq!(call.stream_params.len(), 2, "{:?}", call.stream_params);
+    let (a, b) = (&call.stream_params[0], &call.stream_params[1]);
+    assert_eq!(a["callId"], id.to_string());
+    assert_eq!(b["callId"], id.to_string());
+    assert_ne!(a["token"], b["token"], "each stream needs a fresh token");
+    assert_eq!(call.agent_heard, script(|s| s.agent.as_ref()));
+    // The model's view: one session for the whole call, told the keys were pressed.
+    let sessions = sim.realtime.sessions();
+    assert_eq!(
+        sessions.len(),
+        1,
+        "the model session survives the stream swap"
+    );
+    assert!(
+        sessions[0]
+            .function_outputs
+            .iter()
+            .any(|o| o.contains("\"pressed\":\"1\"")),
+        "{:?}",
+        sessions[0].function_outputs
+    );
+    assert_no_violations(&stack);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_that_are_not_keys_are_refused_to_the_agent_and_never_reach_the_carrier() {
+    let mut scenario = builtin("ivr");
+    let press = scenario
+        .script
+        .iter_mut()
+        .find_map(|s| s.tool.as_mut().filter(|t| t.name == "send_dtmf"))
+        .expect("the ivr scenario presses a key");
+    press.arguments = serde_json::json!({"digits": "1x"});
+    let stack = stack(vec![scenario.clone()]).await;
+    let id = stack
+        .engine
+        .place_call(request_for(&scenario))
+        .await
+        .unwrap();
+    let sim = stack.sim.state().clone();
+    assert!(
+        eventually(Duration::from_secs(30), || sim
+            .realtime
+            .sessions()
+            .first()
+            .is_some_and(|s| !s.function_outputs.is_empty()))
+        .await,
+        "the agent got no answer to its tool call"
+    );
+    let out = sim.realtime.sessions()[0].function_outputs[0].clone();
+    assert!(
+        out.contains("'x' is not a key") && out.contains("0-9"),
+        "the agent must learn what was wrong and what is accepted: {out}"
+    );
+    let call = &sim.twilio.calls()[0];
+    assert!(call.digits_received.is_empty(), "{call:?}");
+    assert_eq!(call.stream_params.len(), 1, "no redirect for refused keys");
+    // The call is still up on its first stream.
+    assert_eq!(
+        stack.engine.status(id).await.unwrap().state,
+        CallState::Connected
+    );
+    stack.engine.cancel(id).await.unwrap();
+    finished(&stack, id, Duration::from_secs(10)).await;
     assert_no_violations(&stack);
     stack.stop().await;
 }

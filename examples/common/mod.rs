@@ -63,7 +63,10 @@ async fn run(name: &str) -> anyhow::Result<bool> {
                 Speaker::Agent => println!("  Agent:  {text}"),
                 Speaker::Callee => println!("  Callee: {text}"),
             },
-            EventKind::Dtmf { digits } => println!("  keys: {digits}"),
+            EventKind::Dtmf { digits } => println!("  keys from the callee: {digits}"),
+            EventKind::ToolCall { name, arguments } if name == "send_dtmf" => {
+                println!("  keys pressed by the agent: {}", arguments["digits"])
+            }
             EventKind::Ended { .. } => break,
             _ => {}
         }

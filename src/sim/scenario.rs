@@ -90,14 +90,15 @@ pub struct AgentBrief {
     pub expect_outcome: Option<String>,
 }
 
-/// One line of the script. Exactly one of `agent`, `callee`, `dtmf_from_agent`, `hangup`,
+/// One line of the script. Exactly one of `agent`, `callee`, `dtmf`, `expect_digits`, `hangup`,
 /// `silence_ms` is the step's action; the rest qualify it.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Step {
     /// The agent says this (model half).
     pub agent: Option<String>,
-    /// After saying it, the agent calls this tool.
+    /// After saying it, the agent calls this tool (the engine offers `end_call` and
+    /// `send_dtmf {digits}`; an IVR step after it waits with `expect_digits`).
     pub tool: Option<ToolCall>,
     /// The callee says this (Twilio half), after the agent's previous line has played.
     pub callee: Option<String>,

@@ -28,6 +28,10 @@ use crate::twilio::twiml;
 /// Audio frames that may queue between the legs before the sender waits (~10 s of 20 ms frames).
 const AUDIO_QUEUE: usize = 512;
 
+/// How long the carrier may take to play keys and open the next stream. Keys take ~0.5 s
+/// each (a `w` pause as long); 32 of them fit with room for the new connection.
+const RESTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Facts the supervisor needs if this actor dies without finishing: shared, not messaged,
 /// because a panicked actor cannot answer.
 #[derive(Default)]
@@ -60,12 +64,15 @@ pub struct CallState {
     model: Option<ActorRef<ModelLegMsg>>,
     twilio: Option<ActorRef<TwilioLegMsg>>,
     to_model_tx: mpsc::Sender<String>,
-    from_model_rx: Option<mpsc::Receiver<ToTwilio>>,
+    /// Agent audio for whichever media stream is current (a call has a new one after keys).
+    from_model: Arc<tokio::sync::Mutex<mpsc::Receiver<ToTwilio>>>,
     /// Waits for the model leg to hand over its half of the channels.
     model_args: Option<(mpsc::Sender<ToTwilio>, mpsc::Receiver<String>)>,
     stream_started: Option<Instant>,
     last_carrier_seq: Option<u64>,
     usage: Usage,
+    /// Key presses that swapped the stream, so a late timer for an earlier swap is ignored.
+    restreams: u64,
     pending_function: Option<(String, Option<tokio::sync::oneshot::Receiver<()>>)>,
     span: tracing::Span,
 }
@@ -84,6 +91,17 @@ impl CallState {
         self.stream_started
             .map(|t| t.elapsed().as_millis() as u64)
             .unwrap_or(0)
+    }
+
+    /// Answers the agent's tool call. After an error the agent is asked to go on (and can
+    /// correct itself); after success it waits, as the tool's description tells it.
+    fn tool_reply(&self, call_id: &str, out: &serde_json::Value) {
+        if let Some(m) = &self.model {
+            let _ = m.cast(ModelLegMsg::Send(realtime::function_output(call_id, out)));
+            if out.get("error").is_some() {
+                let _ = m.cast(ModelLegMsg::Send(realtime::response_create()));
+            }
+        }
     }
 
     fn max_secs(&self) -> u64 {
@@ -121,11 +139,12 @@ impl Actor for CallActor {
             model: None,
             twilio: None,
             to_model_tx,
-            from_model_rx: Some(from_model_rx),
+            from_model: Arc::new(tokio::sync::Mutex::new(from_model_rx)),
             model_args: Some((to_twilio_tx, to_model_rx)),
             stream_started: None,
             last_carrier_seq: None,
             usage: Usage::default(),
+            restreams: 0,
             pending_function: None,
             span,
         })
@@ -301,16 +320,18 @@ impl CallActor {
                 let _ = reply.send(xml);
             }
             CallMsg::MediaSocket(socket) => {
-                let Some(from_model) = s.from_model_rx.take().filter(|_| !s.machine.ended) else {
-                    drop(socket); // a second stream for this call, or a call that is over
+                if s.machine.ended || s.twilio.is_some() || s.token.is_empty() {
+                    // A second stream while one is live, a token already spent, or a call
+                    // that is over.
+                    drop(socket);
                     return Ok(());
-                };
+                }
                 let args = TwilioLegArgs {
                     socket: *socket,
                     token: std::mem::take(&mut s.token),
                     call: me.clone(),
                     to_model: s.to_model_tx.clone(),
-                    from_model,
+                    from_model: s.from_model.clone(),
                 };
                 match Actor::spawn_linked(None, TwilioLeg, args, me.get_cell()).await {
                     Ok((leg, _)) => s.twilio = Some(leg),
@@ -318,12 +339,21 @@ impl CallActor {
                 }
             }
             CallMsg::Media(MediaEvent::Started { .. }) => {
-                s.stream_started = Some(Instant::now());
-                let secs = s.max_secs();
-                me.send_after(Duration::from_secs(secs), || CallMsg::MaxDuration);
+                if s.stream_started.is_none() {
+                    // The call's clock and time limit start with its first stream only.
+                    s.stream_started = Some(Instant::now());
+                    let secs = s.max_secs();
+                    me.send_after(Duration::from_secs(secs), || CallMsg::MaxDuration);
+                }
                 self.apply(&me, s, Input::StreamStarted).await;
             }
             CallMsg::Media(MediaEvent::Dtmf(d)) => s.emit(EventKind::Dtmf { digits: d }),
+            CallMsg::Media(MediaEvent::Stopped | MediaEvent::Dropped) if s.machine.restreaming => {
+                // The stream we replaced: let its leg go so the next stream can take over.
+                if let Some(leg) = s.twilio.take() {
+                    leg.stop(Some("stream replaced after keys".into()));
+                }
+            }
             CallMsg::Media(MediaEvent::Stopped) => self.apply(&me, s, Input::StreamStopped).await,
             CallMsg::Media(MediaEvent::Dropped) => self.apply(&me, s, Input::StreamDropped).await,
             CallMsg::Media(MediaEvent::Rejected) => {
@@ -333,6 +363,32 @@ impl CallActor {
             }
             CallMsg::Model(ev) => self.on_model(&me, s, ev).await,
             CallMsg::Drained => self.apply(&me, s, Input::PlaybackDrained).await,
+            CallMsg::KeysSent {
+                call_id,
+                digits,
+                result,
+            } => {
+                let out = match result {
+                    Ok(()) => serde_json::json!({
+                        "ok": true,
+                        "pressed": digits,
+                        "next": "The keys were played. Wait in silence for what the other side says next."
+                    }),
+                    Err(e) => {
+                        s.token.clear(); // no stream will come for it
+                        self.apply(&me, s, Input::RestreamFailed).await;
+                        s.emit(EventKind::Error {
+                            message: format!("could not press keys {digits}: {e}"),
+                        });
+                        serde_json::json!({"error": format!("the keys could not be pressed: {e}")})
+                    }
+                };
+                s.tool_reply(&call_id, &out);
+            }
+            CallMsg::RestreamTimeout(generation) if generation == s.restreams => {
+                self.apply(&me, s, Input::RestreamTimedOut).await
+            }
+            CallMsg::RestreamTimeout(_) => {} // for an earlier swap
             CallMsg::Cancel(reply) => {
                 let was = s.machine.state;
                 self.apply(&me, s, Input::Cancel).await;
@@ -425,10 +481,13 @@ impl CallActor {
                     }
                     s.pending_function = Some((call_id, drained));
                     self.apply(me, s, Input::AgentEnded { outcome }).await;
-                } else if let Some(m) = &s.model {
-                    let out = serde_json::json!({"error": format!("unknown tool '{name}'")});
-                    let _ = m.cast(ModelLegMsg::Send(realtime::function_output(&call_id, &out)));
-                    let _ = m.cast(ModelLegMsg::Send(realtime::response_create()));
+                } else if name == "send_dtmf" {
+                    self.send_dtmf(me, s, call_id, &arguments, drained).await;
+                } else {
+                    s.tool_reply(
+                        &call_id,
+                        &serde_json::json!({"error": format!("unknown tool '{name}'")}),
+                    );
                 }
             }
             ModelEvent::Usage(u) => {
@@ -444,6 +503,74 @@ impl CallActor {
             }
             ModelEvent::Closed(reason) => self.apply(me, s, Input::ModelFailed { reason }).await,
         }
+    }
+
+    /// Presses keys for a phone menu: once the agent's words before it have played, the
+    /// carrier is redirected to `<Play digits>` and a new `<Connect><Stream>` with a fresh
+    /// token. The model session stays up across the two streams.
+    async fn send_dtmf(
+        &self,
+        me: &ActorRef<CallMsg>,
+        s: &mut CallState,
+        call_id: String,
+        arguments: &serde_json::Value,
+        drained: Option<tokio::sync::oneshot::Receiver<()>>,
+    ) {
+        let digits = arguments["digits"].as_str().unwrap_or("").to_owned();
+        let refused = if let Err(e) = twiml::check_digits(&digits) {
+            Some(e)
+        } else if s.machine.restreaming {
+            Some("keys are already being pressed; wait for them to finish".to_owned())
+        } else if s.machine.state != crate::model::CallState::Connected
+            || s.machine.agent_outcome.is_some()
+        {
+            Some("keys can be pressed only while the call is connected".to_owned())
+        } else {
+            None
+        };
+        let sid = s.machine.carrier_sid.clone();
+        let (Some(sid), None) = (sid, refused.as_ref()) else {
+            let e = refused.unwrap_or_else(|| "the carrier has not named the call yet".into());
+            s.tool_reply(&call_id, &serde_json::json!({ "error": e }));
+            return;
+        };
+        self.apply(me, s, Input::Restream).await;
+        s.restreams += 1;
+        let generation = s.restreams;
+        s.token = new_token();
+        let id = s.id.to_string();
+        let xml = twiml::play_digits_then_connect(
+            &digits,
+            &twiml::media_url(&s.config.public_url, &id),
+            &id,
+            &s.token,
+        );
+        let rest = s.rest.clone();
+        let me = me.clone();
+        tokio::spawn(
+            async move {
+                if let Some(rx) = drained {
+                    // Bounded, as for end_call: a stalled socket must not hold the keys.
+                    let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
+                }
+                let result = rest
+                    .redirect(&sid, &xml)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+                if result.is_ok() {
+                    me.send_after(RESTREAM_TIMEOUT, move || {
+                        CallMsg::RestreamTimeout(generation)
+                    });
+                }
+                let _ = me.cast(CallMsg::KeysSent {
+                    call_id,
+                    digits,
+                    result,
+                });
+            }
+            .instrument(s.span.clone()),
+        );
     }
 
     /// Feeds the machine and carries out what it says.

@@ -57,6 +57,14 @@ pub enum CallMsg {
     Media(MediaEvent),
     Model(ModelEvent),
     Drained,
+    /// The carrier answered the request to press keys (`send_dtmf`).
+    KeysSent {
+        call_id: String,
+        digits: String,
+        result: Result<(), String>,
+    },
+    /// The stream that follows the keys is late (for the swap with this number).
+    RestreamTimeout(u64),
     Cancel(RpcReplyPort<CancelOutcome>),
     MaxDuration,
     Shutdown(RpcReplyPort<()>),

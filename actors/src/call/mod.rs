@@ -18,7 +18,12 @@ pub(crate) async fn stop_socket(
 ) {
     reader.abort();
     close();
-    if let Some(w) = writer {
-        let _ = tokio::time::timeout(Duration::from_secs(2), w).await;
+    // A peer that stopped reading must not keep the writer (and what it holds) alive.
+    if let Some(mut w) = writer
+        && tokio::time::timeout(Duration::from_secs(2), &mut w)
+            .await
+            .is_err()
+    {
+        w.abort();
     }
 }

@@ -33,6 +33,13 @@ pub enum Input {
     },
     /// The agent's last audio has played (after `AgentEnded`).
     PlaybackDrained,
+    /// The carrier was asked to play keys (DTMF) and then open a new media stream: the
+    /// current stream's end is expected and is not the callee leaving.
+    Restream,
+    /// The carrier refused the request; the current stream goes on.
+    RestreamFailed,
+    /// The new stream did not arrive in time.
+    RestreamTimedOut,
     Cancel,
     MaxDuration {
         secs: u64,
@@ -70,6 +77,8 @@ pub struct Machine {
     pub carrier_sid: Option<String>,
     /// `end_call` received; waiting for playback before hanging up.
     pub agent_outcome: Option<Outcome>,
+    /// Between a `Restream` and the new stream's start.
+    pub restreaming: bool,
     pub ended: bool,
 }
 
@@ -80,6 +89,7 @@ impl Default for Machine {
             detail: CallDetail::Admitted,
             carrier_sid: None,
             agent_outcome: None,
+            restreaming: false,
             ended: false,
         }
     }
@@ -176,6 +186,9 @@ impl Machine {
                 )),
                 _ => {} // duplicates and out-of-order progress change nothing
             },
+            // The old stream ends because we asked for a new one.
+            Input::StreamStopped | Input::StreamDropped if self.restreaming => {}
+            Input::StreamStarted if self.restreaming => self.restreaming = false,
             Input::StreamStarted if !connected => {
                 publish(self, S::Connected, D::InProgress);
                 fx.push(Effect::Greet);
@@ -214,6 +227,19 @@ impl Machine {
             Input::AgentEnded { .. } => {}
             Input::PlaybackDrained if self.agent_outcome.is_some() => fx.extend(self.agent_done()),
             Input::PlaybackDrained => {}
+            Input::Restream if connected && self.agent_outcome.is_none() => self.restreaming = true,
+            Input::Restream => {}
+            Input::RestreamFailed => self.restreaming = false,
+            Input::RestreamTimedOut if self.restreaming => {
+                fx.push(Effect::HangUp { cancel: false });
+                fx.push(finish(
+                    S::Failed,
+                    D::MediaDisconnected,
+                    "the media stream did not come back after the keys were pressed",
+                    OutcomeStatus::Failure,
+                ));
+            }
+            Input::RestreamTimedOut => {}
             Input::Cancel => {
                 fx.push(Effect::HangUp { cancel: !connected });
                 let why = if connected {
@@ -310,6 +336,9 @@ mod tests {
             },
             Input::AgentEnded { outcome: outcome() },
             Input::PlaybackDrained,
+            Input::Restream,
+            Input::RestreamFailed,
+            Input::RestreamTimedOut,
             Input::Cancel,
             Input::MaxDuration { secs: 60 },
             Input::Shutdown,
@@ -347,6 +376,8 @@ mod tests {
         connected.step(Input::StreamStarted);
         let mut ending = connected.clone();
         ending.step(Input::AgentEnded { outcome: outcome() });
+        let mut restreaming = connected.clone();
+        restreaming.step(Input::Restream);
         let mut ended = connected.clone();
         ended.step(Input::Cancel);
         admitted.detail = D::Admitted;
@@ -356,6 +387,7 @@ mod tests {
             ("answered", answered),
             ("connected", connected),
             ("ending", ending),
+            ("restreaming", restreaming),
             ("ended", ended),
         ]
     }
@@ -537,6 +569,52 @@ mod tests {
             }
             assert_eq!(fin, Some((state, detail)), "{inputs:?}");
         }
+    }
+
+    #[test]
+    fn keys_pressed_swap_the_stream_without_ending_the_call() {
+        let mut m = Machine::default();
+        m.step(Input::CarrierCreated { sid: "CA1".into() });
+        m.step(Input::StreamStarted);
+        assert!(m.step(Input::Restream).is_empty());
+        // Twilio stops the old stream (with or without `stop`), then starts the new one.
+        assert!(m.step(Input::StreamStopped).is_empty());
+        assert!(m.step(Input::StreamDropped).is_empty());
+        assert!(m.step(Input::StreamStarted).is_empty());
+        assert!(!m.restreaming && !m.ended && m.state == S::Connected);
+        // A late timer for the finished swap does nothing; a real stop now ends the call.
+        assert!(m.step(Input::RestreamTimedOut).is_empty());
+        let fx = m.step(Input::StreamStopped);
+        assert!(matches!(
+            fx.last(),
+            Some(Effect::Finish {
+                detail: D::CalleeHungUp,
+                ..
+            })
+        ));
+
+        // The new stream never comes: the call fails and is hung up.
+        let mut m = Machine::default();
+        m.step(Input::CarrierCreated { sid: "CA2".into() });
+        m.step(Input::StreamStarted);
+        m.step(Input::Restream);
+        m.step(Input::StreamStopped);
+        let fx = m.step(Input::RestreamTimedOut);
+        assert_eq!(fx[0], Effect::HangUp { cancel: false });
+        assert!(m.ended && m.detail == D::MediaDisconnected);
+
+        // The carrier refused the redirect: the current stream still counts.
+        let mut m = Machine::default();
+        m.step(Input::StreamStarted);
+        m.step(Input::Restream);
+        m.step(Input::RestreamFailed);
+        assert!(matches!(
+            m.step(Input::StreamDropped).last(),
+            Some(Effect::Finish {
+                detail: D::MediaDisconnected,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub fn instructions(cfg: &EngineConfig, req: &CallRequest) -> String {
          Never invent names, numbers, dates or other facts that are not in the context below; if you are asked \
          for something you do not know, say you will check and get back to them. \
          If you reach voicemail, leave a short message with the purpose of the call, then end the call. \
+         If a phone menu asks you to press keys, call the send_dtmf tool with them, then wait in silence for what \
+         the menu says next. \
          When the goal is achieved, cannot be achieved, or the other side wants to stop, say a short goodbye and \
          then call the end_call tool with the outcome and a one-sentence summary.\n\nGoal: {}\n",
         cfg.agent.on_behalf_of, req.goal
@@ -57,7 +59,7 @@ pub fn session_update(cfg: &EngineConfig, req: &CallRequest) -> String {
                 },
                 "output": {"format": {"type": "audio/pcmu"}, "voice": req.voice.clone().unwrap_or_else(|| cfg.openai.voice.clone())}
             },
-            "tools": [end_call_tool()],
+            "tools": [end_call_tool(), send_dtmf_tool()],
             "tool_choice": "auto"
         }
     })
@@ -76,6 +78,22 @@ fn end_call_tool() -> serde_json::Value {
                 "summary": {"type": "string", "description": "One sentence: what was agreed or why it failed."}
             },
             "required": ["outcome", "summary"],
+            "additionalProperties": false
+        }
+    })
+}
+
+fn send_dtmf_tool() -> serde_json::Value {
+    json!({
+        "type": "function",
+        "name": "send_dtmf",
+        "description": "Press keys on the phone keypad, for a phone menu (IVR) or an extension. The keys are played on the line; the call's audio pauses for a moment meanwhile. Say nothing after it until the other side speaks.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "digits": {"type": "string", "pattern": "^[0-9*#wW]{1,32}$", "description": "The keys, in order: 0-9, * and #; w waits half a second. Example: \"1\" or \"w1234#\"."}
+            },
+            "required": ["digits"],
             "additionalProperties": false
         }
     })
@@ -113,6 +131,7 @@ mod tests {
             "audio/pcmu"
         );
         assert_eq!(v["session"]["tools"][0]["name"], "end_call");
+        assert_eq!(v["session"]["tools"][1]["name"], "send_dtmf");
         let instr = v["session"]["instructions"].as_str().unwrap();
         assert!(
             instr.contains("Book a table for two at 7:30 tonight")

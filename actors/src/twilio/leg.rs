@@ -7,13 +7,14 @@
 //! flushed cannot be mistaken for playback.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::call::messages::{CallMsg, MediaEvent, ToTwilio};
@@ -29,7 +30,9 @@ pub struct TwilioLegArgs {
     pub token: String,
     pub call: ActorRef<CallMsg>,
     pub to_model: mpsc::Sender<String>,
-    pub from_model: mpsc::Receiver<ToTwilio>,
+    /// Shared with the call's next stream (after keys are pressed): each leg's writer holds
+    /// it while it runs, so agent audio queued between two streams waits for the next.
+    pub from_model: Arc<Mutex<mpsc::Receiver<ToTwilio>>>,
 }
 
 pub struct TwilioLeg;
@@ -165,7 +168,7 @@ impl Actor for TwilioLeg {
             let _ = call.cast(CallMsg::Media(ev));
         });
 
-        let mut from_model = args.from_model;
+        let from_model = args.from_model;
         let writer = tokio::spawn(async move {
             let close = |code: u16, reason: &'static str| {
                 Message::Close(Some(CloseFrame {
@@ -182,6 +185,8 @@ impl Actor for TwilioLeg {
                 let _ = sink.send(close(1008, "stream token refused")).await;
                 return;
             };
+            // The previous stream's writer lets go when its leg stops.
+            let mut from_model = from_model.lock_owned().await;
             let mut epoch: u64 = 0;
             let mut item = String::new();
             let mut sent: u64 = 0;

@@ -177,6 +177,15 @@ impl TwilioRest {
         .await
     }
 
+    /// Replaces what a live call is doing with new TwiML (§2.3 "Update (redirect)").
+    pub async fn redirect(&self, sid: &str, twiml: &str) -> Result<CallResource, TwilioError> {
+        self.post(
+            format!("{}/{sid}.json", self.calls_url()),
+            &[("Twiml", twiml.to_owned())],
+        )
+        .await
+    }
+
     pub async fn fetch(&self, sid: &str) -> Result<CallResource, TwilioError> {
         let resp = self
             .http

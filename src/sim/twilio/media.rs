@@ -48,6 +48,9 @@ pub(super) struct Callee {
     steps: Vec<Step>,
     idx: usize,
     heard_consumed: usize,
+    /// Agent lines heard on earlier streams of this call, so a redirect (keys pressed, then a
+    /// new stream) does not make the callee wait to hear lines again.
+    lines_heard: usize,
     wait_ticks: u64,
     step_started: bool,
     speaking: Option<(Arc<str>, Vec<String>, usize)>,
@@ -64,6 +67,7 @@ impl Callee {
             steps,
             idx: 0,
             heard_consumed: 0,
+            lines_heard: 0,
             wait_ticks: 0,
             step_started: false,
             speaking: None,
@@ -284,7 +288,7 @@ pub(super) async fn run_stream(
     let mut heard = Heard {
         current: None,
         start: Vec::new(),
-        count: 0,
+        count: callee.lines_heard,
         garbage: false,
     };
     let mut idle_ticks: u64 = 0;
@@ -382,6 +386,7 @@ pub(super) async fn run_stream(
             }
         }
     };
+    callee.lines_heard = heard.count;
     if !matches!(end, StreamEnd::ServerClosed) {
         let stop = json!({"event": "stop", "sequenceNumber": seq.to_string(), "stop": {"accountSid": account, "callSid": sid}, "streamSid": stream_sid});
         let _ = tx.send(Message::text(stop.to_string())).await;
