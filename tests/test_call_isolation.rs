@@ -110,7 +110,24 @@ async fn a_panicking_call_fails_alone_and_its_carrier_call_is_hung_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn barge_in_truncates_at_what_was_heard_and_clears_twilio() {
-    let s = builtin("interrupt");
+    // 1.5 s into the line: the model is still generating it.
+    barge_in_case(builtin("interrupt"), true).await;
+}
+
+/// The real service generates audio faster than it plays, so the line's transcript is usually
+/// complete (`.done`) well before the callee cuts in. The transcript must still hold only what
+/// was heard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn barge_in_after_the_model_finished_the_line_still_keeps_only_what_was_heard() {
+    let mut s = builtin("interrupt");
+    let line_ms =
+        (switchboard::sim::voice::frames_for(s.script[0].agent.as_deref().unwrap()) * 20) as u64;
+    // The sim generates 4x faster than real time: at 2/3 of the line it finished long ago.
+    s.script[1].barge_in_after_ms = Some(line_ms * 2 / 3 / 100 * 100);
+    barge_in_case(s, false).await;
+}
+
+async fn barge_in_case(s: switchboard::sim::Scenario, still_generating: bool) {
     let stack = stack(vec![s.clone()]).await;
     let id = stack.engine.place_call(request_for(&s)).await.unwrap();
     let rec = finished(&stack, id, Duration::from_secs(60)).await;
@@ -126,12 +143,19 @@ async fn barge_in_truncates_at_what_was_heard_and_clears_twilio() {
     let heard_ms = session.truncations[0].1;
     let line_ms =
         (switchboard::sim::voice::frames_for(s.script[0].agent.as_deref().unwrap()) * 20) as u64;
-    // The callee barged in after 1500 ms of the line had played; marks follow every 100 ms chunk.
+    // The callee barged in after this much of the line had played; marks follow every 100 ms
+    // chunk.
+    let barge = s.script[1].barge_in_after_ms.unwrap();
     assert!(
-        (1500..line_ms).contains(&heard_ms),
+        (barge..line_ms).contains(&heard_ms),
         "truncated at {heard_ms} ms of a {line_ms} ms line"
     );
-    assert!(session.responses_cancelled >= 1, "{session:?}");
+    // A response still running is cancelled; a finished one has nothing to cancel.
+    assert_eq!(
+        session.responses_cancelled >= 1,
+        still_generating,
+        "{session:?}"
+    );
     let call = sim.twilio.calls().remove(0);
     assert!(call.clears >= 1 && call.cleared_bytes > 0, "{call:?}");
     assert_eq!(call.agent_cut, vec![s.script[0].agent.clone().unwrap()]);

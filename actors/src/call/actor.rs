@@ -73,7 +73,7 @@ pub struct CallState {
     usage: Usage,
     /// Key presses that swapped the stream, so a late timer for an earlier swap is ignored.
     restreams: u64,
-    pending_function: Option<(String, Option<tokio::sync::oneshot::Receiver<()>>)>,
+    pending_function: Option<(String, Option<tokio::sync::oneshot::Receiver<bool>>)>,
     span: tracing::Span,
 }
 
@@ -514,7 +514,7 @@ impl CallActor {
         s: &mut CallState,
         call_id: String,
         arguments: &serde_json::Value,
-        drained: Option<tokio::sync::oneshot::Receiver<()>>,
+        drained: Option<tokio::sync::oneshot::Receiver<bool>>,
     ) {
         let digits = arguments["digits"].as_str().unwrap_or("").to_owned();
         let refused = if let Err(e) = twiml::check_digits(&digits) {

@@ -11,8 +11,9 @@ use crate::twilio::rest::{CallResource, TwilioError};
 pub enum ToTwilio {
     /// A `response.output_audio.delta`: base64 mu-law, forwarded as is.
     Audio { item_id: String, payload: String },
-    /// Resolve once everything queued before it has played.
-    Drain(oneshot::Sender<()>),
+    /// Resolve once everything queued before it has played (`true`), or when a barge-in
+    /// `clear` dropped what had not (`false`).
+    Drain(oneshot::Sender<bool>),
 }
 
 /// Events from the model leg's reader.
@@ -28,7 +29,7 @@ pub enum ModelEvent {
         name: String,
         call_id: String,
         arguments: serde_json::Value,
-        drained: Option<oneshot::Receiver<()>>,
+        drained: Option<oneshot::Receiver<bool>>,
     },
     Usage(Usage),
     Error(String),

@@ -118,6 +118,8 @@ impl Actor for ModelLeg {
         let to_twilio = args.to_twilio;
         let reader = tokio::spawn(async move {
             let mut spoken = Spoken::default();
+            // Items whose audio has played to the end, reported by their drain markers.
+            let (played_tx, mut played_rx) = mpsc::unbounded_channel::<String>();
             let said = |line: Line| {
                 let _ = call.cast(CallMsg::Model(ModelEvent::AgentSaid {
                     text: line.text,
@@ -125,7 +127,14 @@ impl Actor for ModelLeg {
                 }));
             };
             let reason = loop {
-                let Some(msg) = stream.next().await else {
+                let msg = tokio::select! {
+                    m = stream.next() => m,
+                    Some(item) = played_rx.recv() => {
+                        spoken.played(&item).into_iter().for_each(said);
+                        continue;
+                    }
+                };
+                let Some(msg) = msg else {
                     break "the model connection closed".to_owned();
                 };
                 let text = match msg {
@@ -167,22 +176,38 @@ impl Actor for ModelLeg {
                         let Ok(t) = serde_json::from_str::<ItemText>(text.as_str()) else {
                             continue;
                         };
-                        let line = match kind {
+                        match kind {
                             "response.output_audio_transcript.delta" => {
-                                spoken.transcript_delta(&t.item_id, &t.delta);
-                                None
+                                spoken.transcript_delta(&t.item_id, &t.delta)
                             }
                             "response.output_audio_transcript.done" => {
-                                spoken.done(&t.item_id, &t.transcript)
+                                spoken.done(&t.item_id, &t.transcript);
+                                // Behind the item's audio: resolves when it has played, or
+                                // `false` when a barge-in cleared it (a truncate follows).
+                                let (tx, rx) = oneshot::channel();
+                                if to_twilio.send(ToTwilio::Drain(tx)).await.is_err() {
+                                    break "the media leg is gone".to_owned();
+                                }
+                                let played = played_tx.clone();
+                                let item = t.item_id.into_owned();
+                                tokio::spawn(async move {
+                                    if !matches!(rx.await, Ok(false)) {
+                                        let _ = played.send(item);
+                                    }
+                                });
                             }
-                            _ => spoken.truncated(&t.item_id, t.audio_end_ms),
-                        };
-                        line.into_iter().for_each(said);
+                            _ => spoken
+                                .truncated(&t.item_id, t.audio_end_ms)
+                                .into_iter()
+                                .for_each(said),
+                        }
                     }
                     kind => {
                         match kind {
-                            // Unfinished lines go out before what follows them.
-                            "response.created" | "input_audio_buffer.committed" => {
+                            // Held and unfinished lines go out before what follows them.
+                            "response.created"
+                            | "input_audio_buffer.committed"
+                            | "response.function_call_arguments.done" => {
                                 spoken.flush(false).into_iter().for_each(said);
                             }
                             "response.done" => spoken.response_done(),

@@ -1,11 +1,12 @@
-//! What the agent has said, per output item, so a line the callee talks over is kept.
+//! What the agent has said, per output item, so the transcript holds what the callee heard.
 //!
-//! The model sends an item's full transcript (`response.output_audio_transcript.done`) only
-//! when the item finishes. A barge-in cancels the response first, so that event never comes
-//! and, without this, the agent's interrupted line would vanish from the transcript. Here the
-//! transcript deltas are collected as they stream, and an unfinished line is written out with
-//! the part the callee heard (cut in proportion to `audio_end_ms` of the truncate, at a word
-//! boundary) or, failing a truncate, what was generated.
+//! The model generates audio faster than it plays, so an item's full transcript
+//! (`response.output_audio_transcript.done`) usually arrives while most of its audio is still
+//! queued at Twilio, where a barge-in may yet cut it. A finished line is therefore held until
+//! its audio has played (then written whole) or a truncate says how much was heard (then
+//! written cut, in proportion to `audio_end_ms`, at a word boundary). A line whose response was
+//! cancelled before it finished is written as generated. Lines always go out in the order
+//! they were spoken, and before whatever follows them in the conversation.
 
 /// One agent line to write to the transcript.
 #[derive(Debug, PartialEq, Eq)]
@@ -21,7 +22,10 @@ pub struct Spoken {
 
 struct Item {
     id: String,
+    /// Transcript deltas so far.
     text: String,
+    /// The full transcript, once `.done` gave it.
+    done: Option<String>,
     /// mu-law bytes received for the item (8 per ms).
     audio_bytes: u64,
     /// Its response ended (completed or cancelled).
@@ -30,19 +34,36 @@ struct Item {
     written: bool,
 }
 
+impl Item {
+    /// The line as it stands: whole if finished, else what was generated (cut short).
+    fn line(&mut self) -> Option<Line> {
+        self.written = true;
+        let (text, interrupted) = match &self.done {
+            Some(t) => (t.trim().to_owned(), false),
+            None => (self.text.trim().to_owned(), true),
+        };
+        (!text.is_empty()).then_some(Line { text, interrupted })
+    }
+}
+
 impl Spoken {
     fn item(&mut self, id: &str) -> &mut Item {
-        if let Some(i) = self.items.iter().position(|i| i.id == id) {
+        if let Some(i) = self.position(id) {
             return &mut self.items[i];
         }
         self.items.push(Item {
             id: id.to_owned(),
             text: String::new(),
+            done: None,
             audio_bytes: 0,
             response_over: false,
             written: false,
         });
         self.items.last_mut().expect("just pushed")
+    }
+
+    fn position(&self, id: &str) -> Option<usize> {
+        self.items.iter().position(|i| i.id == id)
     }
 
     /// An audio delta of `b64_len` base64 characters (its size is known without decoding).
@@ -56,37 +77,63 @@ impl Spoken {
         self.item(item_id).text.push_str(delta);
     }
 
-    /// The item's full transcript, unless the item was already written (cut by a truncate).
-    pub fn done(&mut self, item_id: &str, transcript: &str) -> Option<Line> {
+    /// The item's full transcript: held until it has played or been cut.
+    pub fn done(&mut self, item_id: &str, transcript: &str) {
         let item = self.item(item_id);
-        if item.written {
-            return None;
+        if !item.written {
+            item.done = Some(transcript.to_owned());
         }
-        item.written = true;
-        Some(Line {
-            text: transcript.to_owned(),
-            interrupted: false,
-        })
     }
 
-    /// The server confirmed a truncate: an unfinished line is written with the heard part.
-    pub fn truncated(&mut self, item_id: &str, audio_end_ms: u64) -> Option<Line> {
-        let i = self.items.iter().position(|i| i.id == item_id)?;
-        let item = &mut self.items[i];
-        if item.written {
-            return None;
+    /// The item's audio has all played: it, and any line before it still held, go out whole.
+    pub fn played(&mut self, item_id: &str) -> Vec<Line> {
+        match self.position(item_id) {
+            Some(i) => self.write_through(i, None),
+            None => Vec::new(),
         }
-        item.written = true;
-        let total_ms = item.audio_bytes / 8;
-        let text = if total_ms == 0 || audio_end_ms >= total_ms {
-            item.text.trim().to_owned()
-        } else {
-            cut(&item.text, audio_end_ms as f64 / total_ms as f64)
-        };
-        Some(Line {
-            text,
-            interrupted: true,
-        })
+    }
+
+    /// The server confirmed a truncate: the item goes out with the heard part, after any line
+    /// before it still held.
+    pub fn truncated(&mut self, item_id: &str, audio_end_ms: u64) -> Vec<Line> {
+        match self.position(item_id) {
+            Some(i) => self.write_through(i, Some(audio_end_ms)),
+            None => Vec::new(),
+        }
+    }
+
+    /// Writes the unwritten items up to `last`; `last` cut at `heard_ms` if given.
+    fn write_through(&mut self, last: usize, heard_ms: Option<u64>) -> Vec<Line> {
+        let mut out = Vec::new();
+        for (i, item) in self.items[..=last].iter_mut().enumerate() {
+            if item.written {
+                continue;
+            }
+            let cut_at = heard_ms.filter(|_| i == last);
+            let Some(ms) = cut_at else {
+                // Earlier lines: finished ones were heard whole; others only if cancelled.
+                if item.done.is_some() || item.response_over || i == last {
+                    out.extend(item.line());
+                }
+                continue;
+            };
+            item.written = true;
+            let full = item.done.clone().unwrap_or_else(|| item.text.clone());
+            let total_ms = item.audio_bytes / 8;
+            let heard_all = total_ms == 0 || ms >= total_ms;
+            let text = if heard_all {
+                full.trim().to_owned()
+            } else {
+                cut(&full, ms as f64 / total_ms as f64)
+            };
+            if !text.is_empty() {
+                out.push(Line {
+                    text,
+                    interrupted: !(heard_all && item.done.is_some()),
+                });
+            }
+        }
+        out
     }
 
     /// `response.done`: lines of that response that never finished will not now.
@@ -96,24 +143,18 @@ impl Spoken {
         }
     }
 
-    /// Lines whose response ended without a `.done` or a truncate, as generated; called before
-    /// anything that follows them in the conversation (the callee's next turn, a new
-    /// response) and when the session ends. Forgets every finished item.
+    /// Before anything that follows them in the conversation (the callee's next turn, a new
+    /// response, a tool call) and when the session ends: finished lines go out whole, lines
+    /// whose response ended without finishing them go out as generated. Forgets every item
+    /// that is over.
     pub fn flush(&mut self, session_over: bool) -> Vec<Line> {
         let mut out = Vec::new();
         self.items.retain_mut(|i| {
-            if !i.written && (i.response_over || session_over) {
-                i.written = true;
-                let text = i.text.trim().to_owned();
-                if !text.is_empty() {
-                    out.push(Line {
-                        text,
-                        interrupted: true,
-                    });
-                }
+            if !i.written && (i.done.is_some() || i.response_over || session_over) {
+                out.extend(i.line());
             }
-            let finished = i.written && i.response_over;
-            !(session_over || finished)
+            let over = i.written && i.response_over;
+            !(session_over || over)
         });
         out
     }
@@ -145,21 +186,65 @@ mod tests {
         }
     }
 
+    fn line(text: &str, interrupted: bool) -> Line {
+        Line {
+            text: text.into(),
+            interrupted,
+        }
+    }
+
     #[test]
-    fn a_finished_line_is_written_once_in_full() {
+    fn a_finished_line_is_held_until_played_then_written_once_in_full() {
         let mut s = Spoken::default();
         streamed(&mut s, "item_1", LINE, 1200);
-        assert_eq!(
-            s.done("item_1", LINE),
-            Some(Line {
-                text: LINE.into(),
-                interrupted: false
-            })
-        );
-        assert_eq!(s.truncated("item_1", 500), None);
+        s.done("item_1", LINE);
         s.response_done();
+        assert_eq!(s.played("item_1"), vec![line(LINE, false)]);
+        assert!(s.played("item_1").is_empty());
+        assert!(s.truncated("item_1", 500).is_empty(), "written once");
         assert!(s.flush(false).is_empty());
         assert!(s.items.is_empty(), "finished items are forgotten");
+    }
+
+    #[test]
+    fn a_finished_line_cut_before_it_played_keeps_only_the_heard_part() {
+        // The real service's order: the whole transcript, then the callee cuts in.
+        let mut s = Spoken::default();
+        streamed(&mut s, "item_1", LINE, 1200);
+        s.done("item_1", LINE);
+        s.response_done();
+        let out = s.truncated("item_1", 400);
+        assert_eq!(out.len(), 1);
+        assert!(
+            out[0].interrupted && LINE.starts_with(&out[0].text),
+            "{out:?}"
+        );
+        assert!(out[0].text.len() < LINE.len() / 2 && !out[0].text.is_empty());
+        assert!(s.played("item_1").is_empty(), "written once");
+        // Heard to the end: whole and not interrupted.
+        let mut s = Spoken::default();
+        streamed(&mut s, "item_2", LINE, 1200);
+        s.done("item_2", LINE);
+        assert_eq!(s.truncated("item_2", 1300), vec![line(LINE, false)]);
+    }
+
+    #[test]
+    fn lines_go_out_in_spoken_order() {
+        let mut s = Spoken::default();
+        streamed(&mut s, "item_1", "One two three. ", 300);
+        s.done("item_1", "One two three.");
+        streamed(&mut s, "item_2", LINE, 1200);
+        s.done("item_2", LINE);
+        // The second line is cut while the first was never confirmed played.
+        let out = s.truncated("item_2", 400);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[0], line("One two three.", false));
+        assert!(out[1].interrupted);
+        // A tool call or the callee's turn flushes what is held, whole.
+        let mut s = Spoken::default();
+        streamed(&mut s, "item_3", LINE, 1200);
+        s.done("item_3", LINE);
+        assert_eq!(s.flush(false), vec![line(LINE, false)]);
     }
 
     #[test]
@@ -167,7 +252,8 @@ mod tests {
         let mut s = Spoken::default();
         streamed(&mut s, "item_1", LINE, 1200); // 12 words, 1200 ms
         s.response_done();
-        let line = s.truncated("item_1", 400).expect("written");
+        let out = s.truncated("item_1", 400);
+        let line = &out[0];
         assert!(line.interrupted);
         assert!(LINE.starts_with(&line.text), "{line:?}");
         assert!(
@@ -183,8 +269,9 @@ mod tests {
     fn a_done_after_the_truncate_is_not_a_second_turn() {
         let mut s = Spoken::default();
         streamed(&mut s, "item_1", LINE, 1200);
-        assert!(s.truncated("item_1", 400).is_some());
-        assert_eq!(s.done("item_1", LINE), None);
+        assert_eq!(s.truncated("item_1", 400).len(), 1);
+        s.done("item_1", LINE);
+        assert!(s.played("item_1").is_empty());
         s.response_done();
         assert!(s.flush(false).is_empty());
     }

@@ -192,7 +192,7 @@ impl Actor for TwilioLeg {
             let mut sent: u64 = 0;
             let mut played: u64 = 0;
             let mut pending: usize = 0;
-            let mut drains: Vec<oneshot::Sender<()>> = Vec::new();
+            let mut drains: Vec<oneshot::Sender<bool>> = Vec::new();
             loop {
                 tokio::select! {
                     biased;
@@ -208,7 +208,7 @@ impl Actor for TwilioLeg {
                             epoch += 1;
                             pending = 0;
                             item.clear();
-                            for d in drains.drain(..) { let _ = d.send(()); }
+                            for d in drains.drain(..) { let _ = d.send(false); }
                         }
                         Some(Ctl::Close) | None => {
                             let _ = sink.send(close(1000, "call ended")).await;
@@ -223,7 +223,7 @@ impl Actor for TwilioLeg {
                         if e.parse::<u64>().ok() != Some(epoch) { continue; }
                         if it == item && let Ok(b) = bytes.parse::<u64>() { played = played.max(b); }
                         pending = pending.saturating_sub(1);
-                        if pending == 0 { for d in drains.drain(..) { let _ = d.send(()); } }
+                        if pending == 0 { for d in drains.drain(..) { let _ = d.send(true); } }
                     }
                     a = from_model.recv() => match a {
                         Some(ToTwilio::Audio { item_id, payload }) => {
@@ -244,7 +244,7 @@ impl Actor for TwilioLeg {
                             if sink.send(Message::Text(mark.into())).await.is_err() { return; }
                             pending += 1;
                         }
-                        Some(ToTwilio::Drain(tx)) => if pending == 0 { let _ = tx.send(()); } else { drains.push(tx); },
+                        Some(ToTwilio::Drain(tx)) => if pending == 0 { let _ = tx.send(true); } else { drains.push(tx); },
                         None => std::future::pending::<()>().await,
                     },
                 }
