@@ -503,7 +503,10 @@ async fn place_and_watch(
                 let cut = if *interrupted { " [interrupted]" } else { "" };
                 println!("  {who} {text}{cut}");
             }
-            EventKind::Dtmf { digits } => println!("  [{t:5.1}s] keys pressed: {digits}"),
+            EventKind::Dtmf { digits } => println!("  [{t:5.1}s] callee pressed: {digits}"),
+            EventKind::ToolCall { name, arguments } if name == "send_dtmf" => {
+                println!("  [{t:5.1}s] agent pressed: {}", arguments["digits"])
+            }
             EventKind::ToolCall { name, .. } => println!("  [{t:5.1}s] agent used {name}"),
             EventKind::Error { message } => println!("  [{t:5.1}s] error: {message}"),
             EventKind::Created { .. } => {}

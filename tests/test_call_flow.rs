@@ -5,15 +5,17 @@ mod support;
 use std::time::Duration;
 
 use support::*;
-use switchboard_actors::{CallDetail, CallState, EventKind, Speaker};
+use switchboard::local::LocalStack;
+use switchboard::sim::Scenario;
+use switchboard::sim::twilio::CallSummary;
+use switchboard_actors::{CallDetail, CallId, CallState, EventKind, Speaker};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restaurant_booking_happy_path() {
-    let scenario = builtin("restaurant");
+/// Places the scenario's call and waits for the agent to end it successfully.
+async fn agent_completes(scenario: &Scenario) -> (LocalStack, CallId) {
     let stack = stack(vec![scenario.clone()]).await;
     let id = stack
         .engine
-        .place_call(request_for(&scenario))
+        .place_call(request_for(scenario))
         .await
         .unwrap();
     // place_call answers at once, while the call is still dialing.
@@ -21,45 +23,42 @@ async fn restaurant_booking_happy_path() {
         stack.engine.status(id).await.unwrap().state,
         CallState::Dialing
     );
-
     let rec = finished(&stack, id, Duration::from_secs(60)).await;
     assert_eq!(
         (rec.state, rec.detail),
         (CallState::Completed, CallDetail::AgentEnded),
         "{rec:?}"
     );
-    let outcome = rec.outcome.expect("an outcome");
-    assert!(outcome.success, "{outcome:?}");
-    assert!(outcome.summary.contains("Alex Kim"), "{outcome:?}");
+    assert!(rec.outcome.as_ref().is_some_and(|o| o.success), "{rec:?}");
+    (stack, id)
+}
 
+/// The transcript's lines of one speaker, and the scenario's lines for the same speaker.
+async fn lines(
+    stack: &LocalStack,
+    id: CallId,
+    scenario: &Scenario,
+    who: Speaker,
+) -> [Vec<String>; 2] {
     let turns = stack.engine.transcript(id).await.unwrap();
-    let agent: Vec<&str> = turns
+    let got = turns
         .iter()
-        .filter(|t| t.speaker == Speaker::Agent)
-        .map(|t| t.text.as_str())
+        .filter(|t| t.speaker == who)
+        .map(|t| t.text.clone())
         .collect();
-    let callee: Vec<&str> = turns
-        .iter()
-        .filter(|t| t.speaker == Speaker::Callee)
-        .map(|t| t.text.as_str())
-        .collect();
-    let script_agent: Vec<&str> = scenario
+    let script = scenario
         .script
         .iter()
-        .filter_map(|s| s.agent.as_deref())
+        .filter_map(|s| match who {
+            Speaker::Agent => s.agent.clone(),
+            Speaker::Callee => s.callee.clone(),
+        })
         .collect();
-    let script_callee: Vec<&str> = scenario
-        .script
-        .iter()
-        .filter_map(|s| s.callee.as_deref())
-        .collect();
-    assert_eq!(agent, script_agent);
-    assert_eq!(callee, script_callee);
-    // The agent spoke first.
-    assert_eq!(turns[0].speaker, Speaker::Agent);
+    [got, script]
+}
 
-    // The simulator's view: the callee heard every agent line whole, the call was hung up by
-    // the engine after the goodbye played.
+/// The simulator's record of the (single) carrier call, once Twilio has it completed.
+async fn carrier_call(stack: &LocalStack) -> CallSummary {
     let sim = stack.sim.state().clone();
     assert!(
         eventually(Duration::from_secs(5), || sim
@@ -71,28 +70,45 @@ async fn restaurant_booking_happy_path() {
         "{:?}",
         sim.twilio.calls()
     );
-    let calls = sim.twilio.calls();
+    let mut calls = sim.twilio.calls();
     assert_eq!(calls.len(), 1);
-    assert_eq!(calls[0].agent_heard, script_agent);
+    calls.remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restaurant_booking_happy_path() {
+    let scenario = builtin("restaurant");
+    let (stack, id) = agent_completes(&scenario).await;
+    let rec = stack.engine.status(id).await.unwrap();
+    assert!(rec.outcome.unwrap().summary.contains("Alex Kim"));
+    let [agent, script_agent] = lines(&stack, id, &scenario, Speaker::Agent).await;
+    let [callee, script_callee] = lines(&stack, id, &scenario, Speaker::Callee).await;
+    assert_eq!(agent, script_agent);
+    assert_eq!(callee, script_callee);
+    // The agent spoke first.
+    let turns = stack.engine.transcript(id).await.unwrap();
+    assert_eq!(turns[0].speaker, Speaker::Agent);
+
+    // The simulator's view: the callee heard every agent line whole, the call was hung up by
+    // the engine after the goodbye played.
+    let call = carrier_call(&stack).await;
+    assert_eq!(call.agent_heard, script_agent);
     // The engine hangs up over REST and closes the stream; whichever Twilio acts on first
     // (the REST update, or the <Hangup/> after <Connect>) ends the call.
     assert!(
         matches!(
-            calls[0].ended_by.as_deref(),
+            call.ended_by.as_deref(),
             Some("api-completed" | "twiml-hangup")
         ),
         "{:?}",
-        calls[0].ended_by
+        call.ended_by
     );
     assert_no_violations(&stack);
     stack.stop().await;
 }
 
 /// Every event of a finished call, from the log.
-async fn logged_events(
-    stack: &switchboard::local::LocalStack,
-    id: switchboard_actors::CallId,
-) -> Vec<EventKind> {
+async fn logged_events(stack: &LocalStack, id: CallId) -> Vec<EventKind> {
     let mut events = stack.engine.subscribe_after(Some(id), 0);
     let mut out = Vec::new();
     while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(2), events.next()).await {
@@ -108,34 +124,12 @@ async fn logged_events(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ivr_menu_the_agent_presses_a_key_and_the_call_goes_on_over_a_new_stream() {
     let scenario = builtin("ivr");
-    let stack = stack(vec![scenario.clone()]).await;
-    let id = stack
-        .engine
-        .place_call(request_for(&scenario))
-        .await
-        .unwrap();
-    let rec = finished(&stack, id, Duration::from_secs(60)).await;
-    assert_eq!(
-        (rec.state, rec.detail),
-        (CallState::Completed, CallDetail::AgentEnded),
-        "{rec:?}"
-    );
-    assert!(rec.outcome.as_ref().is_some_and(|o| o.success), "{rec:?}");
-
+    let (stack, id) = agent_completes(&scenario).await;
     // Both sides of the conversation, before and after the keys, are in the transcript.
-    let turns = stack.engine.transcript(id).await.unwrap();
-    let said = |who: Speaker| -> Vec<String> {
-        turns
-            .iter()
-            .filter(|t| t.speaker == who)
-            .map(|t| t.text.clone())
-            .collect()
-    };
-    let script = |f: fn(&switchboard::sim::scenario::Step) -> Option<&String>| -> Vec<String> {
-        scenario.script.iter().filter_map(f).cloned().collect()
-    };
-    assert_eq!(said(Speaker::Callee), script(|s| s.callee.as_ref()));
-    assert_eq!(said(Speaker::Agent), script(|s| s.agent.as_ref()));
+    let [agent, script_agent] = lines(&stack, id, &scenario, Speaker::Agent).await;
+    let [callee, script_callee] = lines(&stack, id, &scenario, Speaker::Callee).await;
+    assert_eq!(agent, script_agent);
+    assert_eq!(callee, script_callee);
     let events = logged_events(&stack, id).await;
     assert!(
         events
@@ -147,16 +141,7 @@ async fn ivr_menu_the_agent_presses_a_key_and_the_call_goes_on_over_a_new_stream
 
     // Twilio's view: one call that played the key between two streams, each stream with the
     // call id and its own token, and the callee heard every agent line whole.
-    let sim = stack.sim.state().clone();
-    assert!(
-        eventually(Duration::from_secs(5), || sim
-            .twilio
-            .calls()
-            .first()
-            .is_some_and(|c| c.status == "completed"))
-        .await
-    );
-    let call = &sim.twilio.calls()[0];
+    let call = carrier_call(&stack).await;
     assert_eq!(call.digits_received, "1");
     assert_eq!(call.twiml_verbs[..3], ["Connect", "Play 1", "Connect"]);
     assert_eq!(call.stream_params.len(), 2, "{:?}", call.stream_params);
@@ -164,9 +149,9 @@ async fn ivr_menu_the_agent_presses_a_key_and_the_call_goes_on_over_a_new_stream
     assert_eq!(a["callId"], id.to_string());
     assert_eq!(b["callId"], id.to_string());
     assert_ne!(a["token"], b["token"], "each stream needs a fresh token");
-    assert_eq!(call.agent_heard, script(|s| s.agent.as_ref()));
+    assert_eq!(call.agent_heard, script_agent);
     // The model's view: one session for the whole call, told the keys were pressed.
-    let sessions = sim.realtime.sessions();
+    let sessions = stack.sim.state().realtime.sessions();
     assert_eq!(
         sessions.len(),
         1,

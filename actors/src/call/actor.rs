@@ -73,6 +73,8 @@ pub struct CallState {
     usage: Usage,
     /// Key presses that swapped the stream, so a late timer for an earlier swap is ignored.
     restreams: u64,
+    /// Media streams taken so far; the newest is the current one.
+    streams: u64,
     pending_function: Option<(String, Option<tokio::sync::oneshot::Receiver<bool>>)>,
     span: tracing::Span,
 }
@@ -145,6 +147,7 @@ impl Actor for CallActor {
             last_carrier_seq: None,
             usage: Usage::default(),
             restreams: 0,
+            streams: 0,
             pending_function: None,
             span,
         })
@@ -235,10 +238,16 @@ impl Actor for CallActor {
                 .model
                 .as_ref()
                 .is_some_and(|m| m.get_id() == cell.get_id());
+            let media = s
+                .twilio
+                .as_ref()
+                .is_some_and(|t| t.get_id() == cell.get_id());
             let input = if model {
                 Input::ModelFailed { reason }
-            } else {
+            } else if media {
                 Input::StreamDropped
+            } else {
+                return Ok(()); // a stream already replaced
             };
             self.apply(&me, s, input).await;
         }
@@ -320,13 +329,22 @@ impl CallActor {
                 let _ = reply.send(xml);
             }
             CallMsg::MediaSocket(socket) => {
+                if s.machine.restreaming
+                    && !s.token.is_empty()
+                    && let Some(old) = s.twilio.take()
+                {
+                    // The new stream beat the old one's `stop` to us: the old one is done.
+                    old.stop(Some("stream replaced after keys".into()));
+                }
                 if s.machine.ended || s.twilio.is_some() || s.token.is_empty() {
                     // A second stream while one is live, a token already spent, or a call
                     // that is over.
                     drop(socket);
                     return Ok(());
                 }
+                s.streams += 1;
                 let args = TwilioLegArgs {
+                    stream: s.streams,
                     socket: *socket,
                     token: std::mem::take(&mut s.token),
                     call: me.clone(),
@@ -338,7 +356,9 @@ impl CallActor {
                     Err(e) => tracing::error!("media leg failed to start: {}", root_cause(&e)),
                 }
             }
-            CallMsg::Media(MediaEvent::Started { .. }) => {
+            // What a replaced stream says on its way out changes nothing.
+            CallMsg::Media(stream, _) if stream != s.streams => {}
+            CallMsg::Media(_, MediaEvent::Started { .. }) => {
                 if s.stream_started.is_none() {
                     // The call's clock and time limit start with its first stream only.
                     s.stream_started = Some(Instant::now());
@@ -347,16 +367,22 @@ impl CallActor {
                 }
                 self.apply(&me, s, Input::StreamStarted).await;
             }
-            CallMsg::Media(MediaEvent::Dtmf(d)) => s.emit(EventKind::Dtmf { digits: d }),
-            CallMsg::Media(MediaEvent::Stopped | MediaEvent::Dropped) if s.machine.restreaming => {
+            CallMsg::Media(_, MediaEvent::Dtmf(d)) => s.emit(EventKind::Dtmf { digits: d }),
+            CallMsg::Media(_, MediaEvent::Stopped | MediaEvent::Dropped)
+                if s.machine.restreaming =>
+            {
                 // The stream we replaced: let its leg go so the next stream can take over.
                 if let Some(leg) = s.twilio.take() {
                     leg.stop(Some("stream replaced after keys".into()));
                 }
             }
-            CallMsg::Media(MediaEvent::Stopped) => self.apply(&me, s, Input::StreamStopped).await,
-            CallMsg::Media(MediaEvent::Dropped) => self.apply(&me, s, Input::StreamDropped).await,
-            CallMsg::Media(MediaEvent::Rejected) => {
+            CallMsg::Media(_, MediaEvent::Stopped) => {
+                self.apply(&me, s, Input::StreamStopped).await
+            }
+            CallMsg::Media(_, MediaEvent::Dropped) => {
+                self.apply(&me, s, Input::StreamDropped).await
+            }
+            CallMsg::Media(_, MediaEvent::Rejected) => {
                 s.emit(EventKind::Error {
                     message: "a media stream with a missing or wrong token was refused".into(),
                 });

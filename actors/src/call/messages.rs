@@ -55,7 +55,8 @@ pub enum CallMsg {
     Carrier(CarrierUpdate),
     Twiml(RpcReplyPort<String>),
     MediaSocket(Box<axum::extract::ws::WebSocket>),
-    Media(MediaEvent),
+    /// From the media stream with this number (the call's first is 1).
+    Media(u64, MediaEvent),
     Model(ModelEvent),
     Drained,
     /// The carrier answered the request to press keys (`send_dtmf`).

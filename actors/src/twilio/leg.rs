@@ -26,6 +26,8 @@ pub enum TwilioLegMsg {
 }
 
 pub struct TwilioLegArgs {
+    /// Which of the call's streams this is, so its events are told from a replaced one's.
+    pub stream: u64,
     pub socket: WebSocket,
     pub token: String,
     pub call: ActorRef<CallMsg>,
@@ -87,6 +89,7 @@ impl Actor for TwilioLeg {
         let (sid_tx, sid_rx) = oneshot::channel::<String>();
         let (mark_tx, mut mark_rx) = mpsc::unbounded_channel::<String>();
         let call = args.call.clone();
+        let stream_no = args.stream;
         let token = args.token;
         let to_model = args.to_model;
         let close_ctl = control.clone();
@@ -140,7 +143,10 @@ impl Actor for TwilioLeg {
                         if let Some(tx) = sid_tx.take() {
                             let _ = tx.send(stream_sid.clone());
                         }
-                        let _ = call.cast(CallMsg::Media(MediaEvent::Started { stream_sid }));
+                        let _ = call.cast(CallMsg::Media(
+                            stream_no,
+                            MediaEvent::Started { stream_sid },
+                        ));
                     }
                     "mark" => {
                         let v: serde_json::Value =
@@ -153,7 +159,8 @@ impl Actor for TwilioLeg {
                         let v: serde_json::Value =
                             serde_json::from_str(text.as_str()).unwrap_or_default();
                         if let Some(d) = v["dtmf"]["digit"].as_str() {
-                            let _ = call.cast(CallMsg::Media(MediaEvent::Dtmf(d.to_owned())));
+                            let _ = call
+                                .cast(CallMsg::Media(stream_no, MediaEvent::Dtmf(d.to_owned())));
                         }
                     }
                     "stop" => break MediaEvent::Stopped,
@@ -165,7 +172,7 @@ impl Actor for TwilioLeg {
             if matches!(ev, MediaEvent::Rejected) {
                 tracing::warn!("media socket refused: missing, wrong or reused token");
             }
-            let _ = call.cast(CallMsg::Media(ev));
+            let _ = call.cast(CallMsg::Media(stream_no, ev));
         });
 
         let from_model = args.from_model;
