@@ -505,7 +505,10 @@ async fn place_and_watch(
             }
             EventKind::Dtmf { digits } => println!("  [{t:5.1}s] callee pressed: {digits}"),
             EventKind::ToolCall { name, arguments } if name == "send_dtmf" => {
-                println!("  [{t:5.1}s] agent pressed: {}", arguments["digits"])
+                println!(
+                    "  [{t:5.1}s] agent pressed: {}",
+                    arguments["digits"].as_str().unwrap_or("")
+                )
             }
             EventKind::ToolCall { name, .. } => println!("  [{t:5.1}s] agent used {name}"),
             EventKind::Error { message } => println!("  [{t:5.1}s] error: {message}"),

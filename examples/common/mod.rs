@@ -65,7 +65,10 @@ async fn run(name: &str) -> anyhow::Result<bool> {
             },
             EventKind::Dtmf { digits } => println!("  keys from the callee: {digits}"),
             EventKind::ToolCall { name, arguments } if name == "send_dtmf" => {
-                println!("  keys pressed by the agent: {}", arguments["digits"])
+                println!(
+                    "  keys pressed by the agent: {}",
+                    arguments["digits"].as_str().unwrap_or("")
+                )
             }
             EventKind::Ended { .. } => break,
             _ => {}

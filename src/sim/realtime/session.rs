@@ -207,6 +207,28 @@ impl Session {
         tx.send(Message::Text(text.into())).await.map_err(|_| ())
     }
 
+    /// `conversation.item.added` / `.done`.
+    async fn item_event(&self, tx: &mut Tx, kind: &str, item: &Value) -> Res {
+        self.send(
+            tx,
+            ev(kind, json!({"item": item, "previous_item_id": null})),
+        )
+        .await
+    }
+
+    /// `response.output_item.added` / `.done`.
+    async fn output_item(
+        &self,
+        tx: &mut Tx,
+        kind: &str,
+        response_id: &str,
+        out_index: usize,
+        item: &Value,
+    ) -> Res {
+        let body = json!({"response_id": response_id, "output_index": out_index, "item": item});
+        self.send(tx, ev(kind, body)).await
+    }
+
     async fn error(&self, tx: &mut Tx, code: &str, message: &str, param: Option<&str>) -> Res {
         self.error_typed(tx, "invalid_request_error", code, message, param)
             .await
@@ -580,22 +602,9 @@ impl Session {
         .await?;
         let user = json!({"id": item, "object": "realtime.item", "type": "message", "status": "completed", "role": "user",
                           "content": [{"type": "input_audio", "transcript": null}]});
-        self.send(
-            tx,
-            ev(
-                "conversation.item.added",
-                json!({"item": user, "previous_item_id": null}),
-            ),
-        )
-        .await?;
-        self.send(
-            tx,
-            ev(
-                "conversation.item.done",
-                json!({"item": user, "previous_item_id": null}),
-            ),
-        )
-        .await?;
+        self.item_event(tx, "conversation.item.added", &user)
+            .await?;
+        self.item_event(tx, "conversation.item.done", &user).await?;
         let heard = self.st.voices.recognize(&audio);
         let Some(text) = heard else {
             self.violation("unrecognized-audio", &format!("{} ms of callee audio match no line the callee said (altered, dropped, reordered or mixed audio)", audio.len() / 8), "");
@@ -740,22 +749,10 @@ impl Session {
             if !line.started {
                 line.started = true;
                 let out_index = r.output.len();
-                self.send(
-                    tx,
-                    ev(
-                        "response.output_item.added",
-                        json!({"response_id": r.id, "output_index": out_index, "item": item}),
-                    ),
-                )
-                .await?;
-                self.send(
-                    tx,
-                    ev(
-                        "conversation.item.added",
-                        json!({"item": item, "previous_item_id": null}),
-                    ),
-                )
-                .await?;
+                self.output_item(tx, "response.output_item.added", &r.id, out_index, &item)
+                    .await?;
+                self.item_event(tx, "conversation.item.added", &item)
+                    .await?;
                 self.send(tx, ev("response.content_part.added", json!({"response_id": r.id, "item_id": line.item_id, "output_index": out_index, "content_index": 0, "part": {"type": "audio", "transcript": ""}}))).await?;
             }
             let out_index = r.output.len();
@@ -780,20 +777,14 @@ impl Session {
                 self.send(tx, ev("response.output_audio.done", json!({"response_id": r.id, "item_id": line.item_id, "output_index": out_index, "content_index": 0}))).await?;
                 self.send(tx, ev("response.output_audio_transcript.done", json!({"response_id": r.id, "item_id": line.item_id, "output_index": out_index, "content_index": 0, "transcript": &*line.text}))).await?;
                 self.send(tx, ev("response.content_part.done", json!({"response_id": r.id, "item_id": line.item_id, "output_index": out_index, "content_index": 0, "part": {"type": "audio", "transcript": &*line.text}}))).await?;
-                self.send(
+                self.item_event(tx, "conversation.item.done", &done_item)
+                    .await?;
+                self.output_item(
                     tx,
-                    ev(
-                        "conversation.item.done",
-                        json!({"item": done_item, "previous_item_id": null}),
-                    ),
-                )
-                .await?;
-                self.send(
-                    tx,
-                    ev(
-                        "response.output_item.done",
-                        json!({"response_id": r.id, "output_index": out_index, "item": done_item}),
-                    ),
+                    "response.output_item.done",
+                    &r.id,
+                    out_index,
+                    &done_item,
                 )
                 .await?;
                 let t = line.text.to_string();
@@ -811,42 +802,17 @@ impl Session {
             let call_id = self.st.realtime.next_id("call");
             let args = tool.arguments.to_string();
             let mut item = json!({"id": item_id, "object": "realtime.item", "type": "function_call", "status": "in_progress", "call_id": call_id, "name": tool.name, "arguments": ""});
-            self.send(
-                tx,
-                ev(
-                    "response.output_item.added",
-                    json!({"response_id": r.id, "output_index": out_index, "item": item}),
-                ),
-            )
-            .await?;
-            self.send(
-                tx,
-                ev(
-                    "conversation.item.added",
-                    json!({"item": item, "previous_item_id": null}),
-                ),
-            )
-            .await?;
+            self.output_item(tx, "response.output_item.added", &r.id, out_index, &item)
+                .await?;
+            self.item_event(tx, "conversation.item.added", &item)
+                .await?;
             self.send(tx, ev("response.function_call_arguments.delta", json!({"response_id": r.id, "item_id": item_id, "output_index": out_index, "call_id": call_id, "delta": args}))).await?;
             self.send(tx, ev("response.function_call_arguments.done", json!({"response_id": r.id, "item_id": item_id, "output_index": out_index, "call_id": call_id, "name": tool.name, "arguments": args}))).await?;
             item["status"] = json!("completed");
             item["arguments"] = json!(args);
-            self.send(
-                tx,
-                ev(
-                    "conversation.item.done",
-                    json!({"item": item, "previous_item_id": null}),
-                ),
-            )
-            .await?;
-            self.send(
-                tx,
-                ev(
-                    "response.output_item.done",
-                    json!({"response_id": r.id, "output_index": out_index, "item": item}),
-                ),
-            )
-            .await?;
+            self.item_event(tx, "conversation.item.done", &item).await?;
+            self.output_item(tx, "response.output_item.done", &r.id, out_index, &item)
+                .await?;
             self.call_ids.push(call_id);
             self.with(|s| s.tool_calls.push(format!("{} {}", tool.name, args)));
             r.output.push(item);
@@ -956,22 +922,9 @@ impl Session {
         let id = self.st.realtime.next_id("item");
         stored["id"] = json!(id);
         stored["status"] = json!("completed");
-        self.send(
-            tx,
-            ev(
-                "conversation.item.added",
-                json!({"item": stored, "previous_item_id": null}),
-            ),
-        )
-        .await?;
-        self.send(
-            tx,
-            ev(
-                "conversation.item.done",
-                json!({"item": stored, "previous_item_id": null}),
-            ),
-        )
-        .await
+        self.item_event(tx, "conversation.item.added", &stored)
+            .await?;
+        self.item_event(tx, "conversation.item.done", &stored).await
     }
 
     async fn truncate(&mut self, tx: &mut Tx, v: &Value, raw: &str) -> Res {
