@@ -188,6 +188,43 @@ async fn callee_hanging_up_completes_the_call() {
     stack.stop().await;
 }
 
+/// The callee hangs up while the agent is talking: the transcript keeps the part of the line
+/// that played before the line went dead, marked interrupted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callee_hanging_up_while_the_agent_speaks_keeps_the_heard_part() {
+    let mut s = builtin("hangup");
+    let line = builtin("interrupt").script[0].agent.clone().unwrap();
+    let mut agent = s.script[0].clone();
+    agent.agent = Some(line.clone());
+    let mut hangup = s.script[3].clone();
+    assert!(hangup.hangup);
+    // The hang-up step starts as the line starts playing, then waits 1.5 s.
+    hangup.barge_in_after_ms = Some(0);
+    hangup.pause_ms = Some(1500);
+    s.script = vec![agent, hangup];
+    let stack = stack(vec![s.clone()]).await;
+    let id = stack.engine.place_call(request_for(&s)).await.unwrap();
+    let rec = finished(&stack, id, WITHIN).await;
+    assert_eq!(
+        (rec.state, rec.detail),
+        (CallState::Completed, CallDetail::CalleeHungUp),
+        "{rec:?}"
+    );
+    let turns = stack.engine.transcript(id).await.unwrap();
+    assert_eq!(turns.len(), 1, "{turns:?}");
+    let heard = &turns[0];
+    assert!(heard.interrupted, "{heard:?}");
+    assert!(
+        line.starts_with(&heard.text)
+            && !heard.text.is_empty()
+            && heard.text.len() < line.len() / 2,
+        "{:?} is not the first part of the line",
+        heard.text
+    );
+    assert_no_violations(&stack);
+    stack.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_socket_dropped_mid_call_fails_and_hangs_up() {
     let mut s = restaurant_on("+12125550152");

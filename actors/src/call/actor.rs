@@ -599,6 +599,37 @@ impl CallActor {
         );
     }
 
+    /// Before the call's end is written: agent lines still held (their audio was playing when
+    /// the call ended) go into the transcript with what was heard of them. Bounded, as a leg
+    /// may already be gone.
+    async fn last_lines(&self, s: &mut CallState) {
+        const ASK: Option<Duration> = Some(Duration::from_millis(500));
+        let Some(model) = s.model.clone() else { return };
+        let playing = match &s.twilio {
+            Some(t) => match t.call(TwilioLegMsg::Heard, ASK).await {
+                Ok(ractor::rpc::CallResult::Success(p)) => p,
+                _ => None,
+            },
+            None => None,
+        };
+        let lines = match model
+            .call(|r| ModelLegMsg::LastLines(playing, r), ASK)
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(lines)) => lines,
+            _ => return,
+        };
+        for line in lines {
+            let offset_ms = s.offset_ms();
+            s.emit(EventKind::Transcript {
+                speaker: Speaker::Agent,
+                text: line.text,
+                offset_ms,
+                interrupted: line.interrupted,
+            });
+        }
+    }
+
     /// Feeds the machine and carries out what it says.
     async fn apply(&self, me: &ActorRef<CallMsg>, s: &mut CallState, input: Input) {
         for effect in s.machine.step(input) {
@@ -658,6 +689,7 @@ impl CallActor {
                     outcome,
                 } => {
                     s.shared.ended.store(true, Ordering::SeqCst);
+                    self.last_lines(s).await;
                     let duration_secs =
                         s.stream_started.map(|t| t.elapsed().as_secs()).unwrap_or(0);
                     tracing::info!(state = %state, ?detail, "call ended: {reason}");

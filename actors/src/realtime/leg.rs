@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use futures_util::{SinkExt, StreamExt};
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
@@ -22,6 +22,9 @@ use crate::realtime::spoken::{Line, Spoken};
 pub enum ModelLegMsg {
     /// A control event (already JSON) for the model.
     Send(String),
+    /// The call is ending: the agent lines not yet written, given what is playing (item, ms
+    /// heard) on the line. Lines never played are dropped: nobody heard them.
+    LastLines(Option<(String, u64)>, RpcReplyPort<Vec<Line>>),
 }
 
 pub struct ModelLegArgs {
@@ -37,8 +40,12 @@ pub struct ModelLegArgs {
 
 pub struct ModelLeg;
 
+type LastLinesRequest = (Option<(String, u64)>, RpcReplyPort<Vec<Line>>);
+
 pub struct ModelLegState {
     control: mpsc::UnboundedSender<Option<String>>,
+    /// To the reader, which owns what the agent has said.
+    last_lines: mpsc::UnboundedSender<LastLinesRequest>,
     reader: JoinHandle<()>,
     writer: Option<JoinHandle<()>>,
 }
@@ -116,10 +123,12 @@ impl Actor for ModelLeg {
         });
         let call = args.call.clone();
         let to_twilio = args.to_twilio;
+        let (last_lines, last_lines_rx) = mpsc::unbounded_channel::<LastLinesRequest>();
         let reader = tokio::spawn(async move {
             let mut spoken = Spoken::default();
             // Items whose audio has played to the end, reported by their drain markers.
             let (played_tx, mut played_rx) = mpsc::unbounded_channel::<String>();
+            let mut last_lines_rx = last_lines_rx;
             let said = |line: Line| {
                 let _ = call.cast(CallMsg::Model(ModelEvent::AgentSaid {
                     text: line.text,
@@ -131,6 +140,10 @@ impl Actor for ModelLeg {
                     m = stream.next() => m,
                     Some(item) = played_rx.recv() => {
                         spoken.played(&item).into_iter().for_each(said);
+                        continue;
+                    }
+                    Some((playing, reply)) = last_lines_rx.recv() => {
+                        let _ = reply.send(spoken.last_lines(playing));
                         continue;
                     }
                 };
@@ -224,6 +237,7 @@ impl Actor for ModelLeg {
         });
         Ok(ModelLegState {
             control,
+            last_lines,
             reader,
             writer: Some(writer),
         })
@@ -238,6 +252,9 @@ impl Actor for ModelLeg {
         match msg {
             ModelLegMsg::Send(text) => {
                 let _ = state.control.send(Some(text));
+            }
+            ModelLegMsg::LastLines(playing, reply) => {
+                let _ = state.last_lines.send((playing, reply));
             }
         }
         Ok(())

@@ -136,6 +136,18 @@ impl Spoken {
         out
     }
 
+    /// The call is ending. With an item playing (and how much of it was heard): lines before
+    /// it whole, it cut, and what is queued after it dropped (never heard). With nothing
+    /// playing: every line that has played, whole. Forgets everything.
+    pub fn last_lines(&mut self, playing: Option<(String, u64)>) -> Vec<Line> {
+        let out = match playing.and_then(|(item, ms)| Some((self.position(&item)?, ms))) {
+            Some((i, ms)) => self.write_through(i, Some(ms)),
+            None => self.flush(true),
+        };
+        self.items.clear();
+        out
+    }
+
     /// `response.done`: lines of that response that never finished will not now.
     pub fn response_done(&mut self) {
         for i in &mut self.items {
@@ -245,6 +257,26 @@ mod tests {
         streamed(&mut s, "item_3", LINE, 1200);
         s.done("item_3", LINE);
         assert_eq!(s.flush(false), vec![line(LINE, false)]);
+    }
+
+    #[test]
+    fn at_the_end_of_the_call_only_what_played_is_kept() {
+        let mut s = Spoken::default();
+        streamed(&mut s, "item_1", "One two three. ", 300);
+        s.done("item_1", "One two three.");
+        streamed(&mut s, "item_2", LINE, 1200);
+        s.done("item_2", LINE);
+        streamed(&mut s, "item_3", "Never heard. ", 200);
+        let out = s.last_lines(Some(("item_2".into(), 400)));
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[0], line("One two three.", false));
+        assert!(out[1].interrupted && LINE.starts_with(&out[1].text));
+        assert!(s.items.is_empty());
+        // Nothing playing: what is held has played.
+        let mut s = Spoken::default();
+        streamed(&mut s, "item_4", LINE, 1200);
+        s.done("item_4", LINE);
+        assert_eq!(s.last_lines(None), vec![line(LINE, false)]);
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub enum TwilioLegMsg {
     /// The callee started talking: if agent audio is still queued at Twilio, clear it and
     /// answer with the item and how many ms of it were heard.
     BargeIn(RpcReplyPort<Option<(String, u64)>>),
+    /// The call is ending: which item is playing and how many ms of it were heard, if any.
+    Heard(RpcReplyPort<Option<(String, u64)>>),
 }
 
 pub struct TwilioLegArgs {
@@ -47,6 +49,7 @@ pub struct TwilioLegState {
 
 enum Ctl {
     BargeIn(RpcReplyPort<Option<(String, u64)>>),
+    Heard(RpcReplyPort<Option<(String, u64)>>),
     Close,
 }
 
@@ -186,7 +189,7 @@ impl Actor for TwilioLeg {
             // Nothing may be sent before `start` names the stream.
             let sid = tokio::select! {
                 s = sid_rx => s.ok(),
-                c = control_rx.recv() => { if let Some(Ctl::BargeIn(r)) = c { let _ = r.send(None); } None }
+                c = control_rx.recv() => { if let Some(Ctl::BargeIn(r) | Ctl::Heard(r)) = c { let _ = r.send(None); } None }
             };
             let Some(sid) = sid else {
                 let _ = sink.send(close(1008, "stream token refused")).await;
@@ -216,6 +219,10 @@ impl Actor for TwilioLeg {
                             pending = 0;
                             item.clear();
                             for d in drains.drain(..) { let _ = d.send(false); }
+                        }
+                        Some(Ctl::Heard(reply)) => {
+                            let playing = pending > 0 && !item.is_empty();
+                            let _ = reply.send(playing.then(|| (item.clone(), played.min(sent) / 8)));
                         }
                         Some(Ctl::Close) | None => {
                             let _ = sink.send(close(1000, "call ended")).await;
@@ -273,6 +280,9 @@ impl Actor for TwilioLeg {
         match msg {
             TwilioLegMsg::BargeIn(reply) => {
                 let _ = state.control.send(Ctl::BargeIn(reply));
+            }
+            TwilioLegMsg::Heard(reply) => {
+                let _ = state.control.send(Ctl::Heard(reply));
             }
         }
         Ok(())
