@@ -865,9 +865,6 @@ async fn a_call_lives_as_twilio_lives_it_with_signed_webhooks_and_a_media_stream
     .into_owned()
     .collect();
     for (k, _) in &sheet {
-        if k == "SipResponseCode" {
-            continue; // observed in captures, not documented: not simulated
-        }
         assert!(
             done.get(k).is_some(),
             "terminal callback lacks {k}: {:?}",
@@ -875,6 +872,7 @@ async fn a_call_lives_as_twilio_lives_it_with_signed_webhooks_and_a_media_stream
         );
     }
     assert_eq!(done.get("CallbackSource"), Some("call-progress-events"));
+    assert_eq!(done.get("SipResponseCode"), Some("200"));
     assert!(chrono::DateTime::parse_from_rfc2822(done.get("Timestamp").unwrap()).is_ok());
     assert!(done.get("CallDuration").unwrap().parse::<u64>().is_ok());
     for h in &hooks {
@@ -971,6 +969,7 @@ async fn busy_no_answer_and_time_limit_end_as_twilio_ends_them() {
         .wait_hook("status", &bsid, |h| h.get("SequenceNumber") == Some("2"))
         .await;
     assert_eq!(done.get("CallStatus"), Some("busy"));
+    assert_eq!(done.get("SipResponseCode"), Some("486"));
     rest.wait_status(&bsid, "busy").await;
     assert!(
         app.hooks("voice", &bsid).is_empty(),
@@ -995,6 +994,8 @@ async fn busy_no_answer_and_time_limit_end_as_twilio_ends_them() {
         .filter_map(|h| h.get("CallStatus").map(str::to_owned))
         .collect();
     assert_eq!(statuses, ["initiated", "ringing", "no-answer"]);
+    let last = app.hooks("status", &nsid).pop().unwrap();
+    assert_eq!(last.get("SipResponseCode"), Some("487"));
 
     let (_, tl) = rest
         .create(&[

@@ -834,6 +834,19 @@ async fn run_call(
     let duration = call.with(|c| c.duration_secs.unwrap_or(0));
     call.with(|c| c.duration_secs = Some(duration));
     let d = duration.to_string();
+    let billed = duration.div_ceil(60).max(1).to_string();
+    let mut terminal = vec![("CallDuration", d.as_str()), ("Duration", billed.as_str())];
+    // As captured on real terminal callbacks (sheet §3.2): 200 answered, 486 busy, 487 the
+    // request was withdrawn (unanswered or canceled). Nothing is claimed for `failed`.
+    let sip = match final_status.as_str() {
+        "completed" => Some("200"),
+        "busy" => Some("486"),
+        "no-answer" | "canceled" => Some("487"),
+        _ => None,
+    };
+    if let Some(code) = sip {
+        terminal.push(("SipResponseCode", code));
+    }
     callback(
         &st,
         &call,
@@ -842,10 +855,7 @@ async fn run_call(
         &mut cbs,
         "completed",
         &final_status,
-        &[
-            ("CallDuration", &d),
-            ("Duration", &duration.div_ceil(60).max(1).to_string()),
-        ],
+        &terminal,
     )
     .await;
     // Release anything held back for out-of-order delivery.
