@@ -5,11 +5,24 @@ mod support;
 use std::time::Duration;
 
 use support::*;
-use switchboard_actors::{CallDetail, CallRequest, CallState};
+use switchboard_actors::{CallDetail, CallId, CallRecord, CallRequest, CallState};
 
 const WITHIN: Duration = Duration::from_secs(60);
 
 /// A copy of the restaurant scenario on its own number, for fault injection.
+/// Places the scenario's call and checks how it ended.
+async fn ends_as(
+    s: &switchboard::sim::Scenario,
+    state: CallState,
+    detail: CallDetail,
+) -> (switchboard::local::LocalStack, CallId, CallRecord) {
+    let stack = stack(vec![s.clone()]).await;
+    let id = stack.engine.place_call(request_for(s)).await.unwrap();
+    let rec = finished(&stack, id, WITHIN).await;
+    assert_eq!((rec.state, rec.detail), (state, detail), "{rec:?}");
+    (stack, id, rec)
+}
+
 fn restaurant_on(number: &str) -> switchboard::sim::Scenario {
     let mut s = builtin("restaurant");
     s.name = format!("restaurant-{number}");
@@ -165,14 +178,7 @@ async fn cancel_while_connected_hangs_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callee_hanging_up_completes_the_call() {
     let s = builtin("hangup");
-    let stack = stack(vec![s.clone()]).await;
-    let id = stack.engine.place_call(request_for(&s)).await.unwrap();
-    let rec = finished(&stack, id, WITHIN).await;
-    assert_eq!(
-        (rec.state, rec.detail),
-        (CallState::Completed, CallDetail::CalleeHungUp),
-        "{rec:?}"
-    );
+    let (stack, id, _) = ends_as(&s, CallState::Completed, CallDetail::CalleeHungUp).await;
     let turns = stack.engine.transcript(id).await.unwrap();
     assert!(
         turns
@@ -202,14 +208,7 @@ async fn callee_hanging_up_while_the_agent_speaks_keeps_the_heard_part() {
     hangup.barge_in_after_ms = Some(0);
     hangup.pause_ms = Some(1500);
     s.script = vec![agent, hangup];
-    let stack = stack(vec![s.clone()]).await;
-    let id = stack.engine.place_call(request_for(&s)).await.unwrap();
-    let rec = finished(&stack, id, WITHIN).await;
-    assert_eq!(
-        (rec.state, rec.detail),
-        (CallState::Completed, CallDetail::CalleeHungUp),
-        "{rec:?}"
-    );
+    let (stack, id, _) = ends_as(&s, CallState::Completed, CallDetail::CalleeHungUp).await;
     let turns = stack.engine.transcript(id).await.unwrap();
     assert_eq!(turns.len(), 1, "{turns:?}");
     let heard = &turns[0];
@@ -229,14 +228,7 @@ async fn callee_hanging_up_while_the_agent_speaks_keeps_the_heard_part() {
 async fn model_socket_dropped_mid_call_fails_and_hangs_up() {
     let mut s = restaurant_on("+12125550152");
     s.faults.model_drop_at_ms = Some(3000);
-    let stack = stack(vec![s.clone()]).await;
-    let id = stack.engine.place_call(request_for(&s)).await.unwrap();
-    let rec = finished(&stack, id, WITHIN).await;
-    assert_eq!(
-        (rec.state, rec.detail),
-        (CallState::Failed, CallDetail::ModelDisconnected),
-        "{rec:?}"
-    );
+    let (stack, _, _) = ends_as(&s, CallState::Failed, CallDetail::ModelDisconnected).await;
     // The carrier call was ended and the Twilio socket closed (the stream ended, TwiML went on).
     let sim = sim_call_ended(&stack).await;
     assert_eq!(sim.status, "completed");
@@ -255,14 +247,7 @@ async fn model_socket_dropped_mid_call_fails_and_hangs_up() {
 async fn twilio_socket_dropped_fails_and_closes_the_model() {
     let mut s = restaurant_on("+12125550153");
     s.faults.media_drop_at_ms = Some(3000);
-    let stack = stack(vec![s.clone()]).await;
-    let id = stack.engine.place_call(request_for(&s)).await.unwrap();
-    let rec = finished(&stack, id, WITHIN).await;
-    assert_eq!(
-        (rec.state, rec.detail),
-        (CallState::Failed, CallDetail::MediaDisconnected),
-        "{rec:?}"
-    );
+    let (stack, _, _) = ends_as(&s, CallState::Failed, CallDetail::MediaDisconnected).await;
     let sim = stack.sim.state().clone();
     assert!(
         eventually(Duration::from_secs(5), || sim
@@ -305,14 +290,7 @@ async fn max_duration_hangs_up_on_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn voicemail_gets_a_message_after_the_beep() {
     let s = builtin("voicemail");
-    let stack = stack(vec![s.clone()]).await;
-    let id = stack.engine.place_call(request_for(&s)).await.unwrap();
-    let rec = finished(&stack, id, WITHIN).await;
-    assert_eq!(
-        (rec.state, rec.detail),
-        (CallState::Completed, CallDetail::AgentEnded),
-        "{rec:?}"
-    );
+    let (stack, _, rec) = ends_as(&s, CallState::Completed, CallDetail::AgentEnded).await;
     assert!(rec.outcome.unwrap().success);
     let sim = sim_call_ended(&stack).await;
     assert!(
