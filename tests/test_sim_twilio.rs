@@ -440,6 +440,20 @@ async fn sim() -> Simulator {
     sim_with(SimConfig::default()).await
 }
 
+/// A REST client and a webhook app for `sim`: (sim, rest, app, a number of the account,
+/// [voice URL, status URL]).
+async fn harness_on(sim: Simulator) -> (Simulator, Rest, App, String, [String; 2]) {
+    let rest = Rest::new(&sim);
+    let app = App::start().await;
+    let from = sim.number().to_owned();
+    let urls = [app.url("voice"), app.url("status")];
+    (sim, rest, app, from, urls)
+}
+
+async fn harness() -> (Simulator, Rest, App, String, [String; 2]) {
+    harness_on(sim().await).await
+}
+
 /// The simulator's own record of a call (`GET /sim/calls`).
 async fn sim_call(sim: &Simulator, sid: &str) -> Value {
     let calls: Vec<Value> = reqwest::get(format!("{}/sim/calls", sim.twilio_api_base()))
@@ -726,11 +740,7 @@ async fn rest_create_fetch_update_and_every_error_code() {
 
 #[tokio::test]
 async fn a_call_lives_as_twilio_lives_it_with_signed_webhooks_and_a_media_stream() {
-    let sim = sim().await;
-    let rest = Rest::new(&sim);
-    let mut app = App::start().await;
-    let from = sim.number().to_owned();
-    let urls = [app.url("voice"), app.url("status")];
+    let (sim, rest, mut app, from, urls) = harness().await;
     let (status, call) = rest.create(&call_params(&urls, RESTAURANT, &from)).await;
     assert_eq!(status, 201, "{call}");
     let sid = call["sid"].as_str().unwrap().to_owned();
@@ -957,11 +967,7 @@ async fn closing_the_stream_continues_the_twiml_and_the_callee_speaks_on_cue() {
 
 #[tokio::test]
 async fn busy_no_answer_and_time_limit_end_as_twilio_ends_them() {
-    let sim = sim().await;
-    let rest = Rest::new(&sim);
-    let app = App::start().await;
-    let from = sim.number().to_owned();
-    let urls = [app.url("voice"), app.url("status")];
+    let (sim, rest, app, from, urls) = harness().await;
 
     let (_, busy) = rest.create(&call_params(&urls, BUSY, &from)).await;
     let bsid = busy["sid"].as_str().unwrap().to_owned();
@@ -1024,11 +1030,8 @@ async fn busy_no_answer_and_time_limit_end_as_twilio_ends_them() {
 #[tokio::test]
 async fn answering_machine_detection_sync_and_async() {
     let sim = sim().await;
-    let rest = Rest::new(&sim);
-    let app = App::start().await;
+    let (sim, rest, app, from, urls) = harness_on(sim).await;
     app.set_twiml("<Response><Pause length=\"1\"/></Response>");
-    let from = sim.number().to_owned();
-    let urls = [app.url("voice"), app.url("status")];
 
     // Synchronous: AnsweredBy arrives with the TwiML fetch and the answered callback.
     for (to, mode, expected) in [
@@ -1089,11 +1092,7 @@ async fn answering_machine_detection_sync_and_async() {
 
 #[tokio::test]
 async fn malformed_twiml_ends_the_call_as_an_application_error() {
-    let sim = sim().await;
-    let rest = Rest::new(&sim);
-    let app = App::start().await;
-    let from = sim.number().to_owned();
-    let urls = [app.url("voice"), app.url("status")];
+    let (sim, rest, app, from, urls) = harness().await;
     for (twiml, rule) in [
         ("<Response><Say>unclosed</Response>", "bad-twiml"),
         (
@@ -1206,11 +1205,7 @@ async fn each_rest_mistake_is_a_violation() {
 
 #[tokio::test]
 async fn each_media_stream_mistake_is_a_violation_with_the_call_and_message() {
-    let sim = sim().await;
-    let rest = Rest::new(&sim);
-    let mut app = App::start().await;
-    let from = sim.number().to_owned();
-    let urls = [app.url("voice"), app.url("status")];
+    let (sim, rest, mut app, from, urls) = harness().await;
     let (_, call) = rest.create(&call_params(&urls, RESTAURANT, &from)).await;
     let sid = call["sid"].as_str().unwrap().to_owned();
     let (_, mut m) = app.next_socket().await;
@@ -1342,11 +1337,8 @@ async fn callback_and_media_faults_behave_as_scripted() {
         ..SimConfig::default()
     })
     .await;
-    let rest = Rest::new(&sim);
-    let mut app = App::start().await;
+    let (sim, rest, mut app, from, urls) = harness_on(sim).await;
     app.set_twiml("<Response><Pause length=\"1\"/></Response>");
-    let from = sim.number().to_owned();
-    let urls = [app.url("voice"), app.url("status")];
     let sid_of = |call: Value| call["sid"].as_str().unwrap().to_owned();
 
     // Duplicated: every callback twice, same SequenceNumber.
@@ -1458,10 +1450,7 @@ dtmf = "1#"
         ..SimConfig::default()
     })
     .await;
-    let rest = Rest::new(&sim);
-    let mut app = App::start().await;
-    let from = sim.number().to_owned();
-    let urls = [app.url("voice"), app.url("status")];
+    let (sim, rest, mut app, from, urls) = harness_on(sim).await;
     let sid = rest
         .create(&call_params(&urls, "+12125550185", &from))
         .await
@@ -1537,11 +1526,8 @@ async fn each_scenario_answered_by_value_is_reported() {
         ..SimConfig::default()
     })
     .await;
-    let rest = Rest::new(&sim);
-    let app = App::start().await;
+    let (sim, rest, app, from, urls) = harness_on(sim).await;
     app.set_twiml("<Response><Hangup/></Response>");
-    let from = sim.number().to_owned();
-    let urls = [app.url("voice"), app.url("status")];
     for (i, v) in values.iter().enumerate() {
         let to = format!("+1212555017{i}");
         let mut p = call_params(&urls, &to, &from);
