@@ -185,9 +185,10 @@ fn transcript_text(rec: &CallRecord, turns: &[switchboard_actors::TranscriptTurn
 #[tool_router]
 impl TelephonyServer {
     /// Place a phone call. A voice agent dials the number and holds the conversation to achieve
-    /// `goal`, using only the facts in `context`. Returns at once with a callId while the call
-    /// is dialing; then call telephony_wait (repeatedly, up to 50 s each) until it has ended,
-    /// and read the result from its outcome and transcript.
+    /// `goal`, using only the facts in `context`; it can press keys in a phone menu, and leaves
+    /// a message on voicemail. Returns at once with a callId while the call is dialing; then
+    /// call telephony_wait (repeatedly, up to 50 s each) until it has ended, and read the
+    /// result from its outcome and transcript.
     #[tool(annotations(
         title = "Place a phone call",
         read_only_hint = false,
