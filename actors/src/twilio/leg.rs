@@ -203,6 +203,9 @@ impl Actor for TwilioLeg {
             let mut played: u64 = 0;
             let mut pending: usize = 0;
             let mut drains: Vec<oneshot::Sender<bool>> = Vec::new();
+            // The last barge-in's cut, until more audio comes: if the call ends before the
+            // model confirms the truncate, the cut is still known.
+            let mut cut: Option<(String, u64)> = None;
             loop {
                 tokio::select! {
                     biased;
@@ -214,7 +217,9 @@ impl Actor for TwilioLeg {
                             }
                             let msg = format!(r#"{{"event":"clear","streamSid":"{sid}"}}"#);
                             if sink.send(Message::Text(msg.into())).await.is_err() { return; }
-                            let _ = reply.send(Some((item.clone(), played.min(sent) / 8)));
+                            let heard = (item.clone(), played.min(sent) / 8);
+                            cut = Some(heard.clone());
+                            let _ = reply.send(Some(heard));
                             epoch += 1;
                             pending = 0;
                             item.clear();
@@ -222,7 +227,8 @@ impl Actor for TwilioLeg {
                         }
                         Some(Ctl::Heard(reply)) => {
                             let playing = pending > 0 && !item.is_empty();
-                            let _ = reply.send(playing.then(|| (item.clone(), played.min(sent) / 8)));
+                            let heard = if playing { Some((item.clone(), played.min(sent) / 8)) } else { cut.clone() };
+                            let _ = reply.send(heard);
                         }
                         Some(Ctl::Close) | None => {
                             let _ = sink.send(close(1000, "call ended")).await;
@@ -241,6 +247,7 @@ impl Actor for TwilioLeg {
                     }
                     a = from_model.recv() => match a {
                         Some(ToTwilio::Audio { item_id, payload }) => {
+                            cut = None;
                             if item_id != item {
                                 item = item_id;
                                 sent = 0;
