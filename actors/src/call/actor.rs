@@ -28,8 +28,8 @@ use crate::twilio::twiml;
 /// Audio frames that may queue between the legs before the sender waits (~10 s of 20 ms frames).
 const AUDIO_QUEUE: usize = 512;
 
-/// How long the carrier may take to play keys and open the next stream. Keys take ~0.5 s
-/// each (a `w` pause as long); 32 of them fit with room for the new connection.
+/// How long the carrier may take to play keys and open the next stream: 32 half-second `w`
+/// pauses are 16 s, the rest is room for the tones and the new connection.
 const RESTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Facts the supervisor needs if this actor dies without finishing: shared, not messaged,
