@@ -1203,6 +1203,56 @@ async fn each_rest_mistake_is_a_violation() {
     sim.shutdown().await;
 }
 
+/// Twilio buffers at most 10 minutes of outbound audio and warns once (31931) when more comes.
+#[tokio::test]
+async fn more_than_ten_minutes_of_queued_audio_is_a_violation_once() {
+    let (sim, rest, mut app, from, urls) = harness().await;
+    let (_, call) = rest.create(&call_params(&urls, RESTAURANT, &from)).await;
+    let sid = call["sid"].as_str().unwrap().to_owned();
+    let (_, mut m) = app.next_socket().await;
+    m.handshake(&sid, sim.account_sid()).await;
+    let overflow = |sim: &Simulator| {
+        violations_of(sim, Some(&sid))
+            .into_iter()
+            .filter(|(rule, _, _)| rule == "buffer-overflow")
+            .count()
+    };
+    // 10 minutes in one-minute messages fit; the eleventh minute does not.
+    let minute = vec![0x11u8; 60 * 8000];
+    for _ in 0..10 {
+        m.play(&minute, minute.len()).await;
+    }
+    m.mark("ten-minutes").await;
+    m.play(&[0x11; 800], 800).await;
+    m.play(&minute, minute.len()).await;
+    let deadline = Instant::now() + STEP;
+    while overflow(&sim) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "an eleventh minute recorded nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The ten minutes were taken whole: the first audio past them is what overflowed.
+    let (_, message, offending) = violations_of(&sim, Some(&sid))
+        .into_iter()
+        .find(|(rule, _, _)| rule == "buffer-overflow")
+        .unwrap();
+    assert!(message.contains("31931"), "{message}");
+    assert!(offending.len() < 2000, "{} chars", offending.len());
+    // A clear empties the buffer (its marks come back), so there is room again; the warning
+    // is not repeated.
+    m.clear().await;
+    m.until_mark("ten-minutes").await;
+    m.play(&minute, minute.len()).await;
+    m.mark("after-clear").await;
+    m.clear().await;
+    m.until_mark("after-clear").await;
+    assert_eq!(overflow(&sim), 1);
+    rest.update(&sid, &[("Status", "completed")]).await;
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn each_media_stream_mistake_is_a_violation_with_the_call_and_message() {
     let (sim, rest, mut app, from, urls) = harness().await;

@@ -195,6 +195,17 @@ enum Queued {
     Mark(String),
 }
 
+/// Twilio buffers at most 10 minutes of outbound audio (8 000 mu-law bytes a second); beyond
+/// that it discards what comes and raises warning 31931 once (sheet §6.2).
+const MAX_BUFFERED_BYTES: usize = 10 * 60 * 8000;
+
+/// Agent audio queued and not yet played.
+#[derive(Default)]
+struct Buffered {
+    bytes: usize,
+    overflow_reported: bool,
+}
+
 fn media_json(seq: u64, chunk: u64, ts: u64, payload: &str, sid: &str) -> String {
     format!(
         r#"{{"event":"media","sequenceNumber":"{seq}","media":{{"track":"inbound","chunk":"{chunk}","timestamp":"{ts}","payload":"{payload}"}},"streamSid":"{sid}"}}"#
@@ -285,6 +296,7 @@ pub(super) async fn run_stream(
     let mut seq: u64 = 2;
     let mut chunk: u64 = 1;
     let mut queue: VecDeque<Queued> = VecDeque::new();
+    let mut buffered = Buffered::default();
     let mut heard = Heard {
         current: None,
         start: Vec::new(),
@@ -307,7 +319,7 @@ pub(super) async fn run_stream(
                 let Some(Ok(msg)) = msg else { break StreamEnd::ServerClosed };
                 match msg {
                     Message::Text(t) => {
-                        if let Some(end) = on_engine_message(st, call, &stream_sid, t.as_str(), &mut queue, &mut heard, &mut tx, &mut seq).await {
+                        if let Some(end) = on_engine_message(st, call, &stream_sid, t.as_str(), &mut queue, &mut buffered, &mut heard, &mut tx, &mut seq).await {
                             break end;
                         }
                     }
@@ -332,6 +344,7 @@ pub(super) async fn run_stream(
                         Queued::Audio(bytes) if budget > 0 => {
                             let n = budget.min(bytes.len());
                             let played: Vec<u8> = bytes.drain(..n).collect();
+                            buffered.bytes -= n;
                             budget -= n;
                             played_any = true;
                             hear(st, call, &mut heard, &played);
@@ -499,6 +512,7 @@ async fn on_engine_message<S>(
     stream_sid: &str,
     text: &str,
     queue: &mut VecDeque<Queued>,
+    buffered: &mut Buffered,
     heard: &mut Heard,
     tx: &mut S,
     seq: &mut u64,
@@ -576,8 +590,23 @@ where
                     "file-header",
                     "media.payload starts with a RIFF/WAV header: send raw mu-law, no header (31924)",
                 ),
-                Ok(bytes) if !bytes.is_empty() => {
+                Ok(mut bytes) if !bytes.is_empty() => {
                     st.stats.received(Dir::Downlink, &bytes);
+                    let room = MAX_BUFFERED_BYTES - buffered.bytes;
+                    if bytes.len() > room {
+                        if !buffered.overflow_reported {
+                            buffered.overflow_reported = true;
+                            bad(
+                                "buffer-overflow",
+                                "more than 10 minutes of audio queued: the excess is discarded (warning 31931)",
+                            );
+                        }
+                        bytes.truncate(room);
+                        if bytes.is_empty() {
+                            return None;
+                        }
+                    }
+                    buffered.bytes += bytes.len();
                     if let Some(Queued::Audio(last)) = queue.back_mut() {
                         last.extend_from_slice(&bytes);
                     } else {
@@ -607,6 +636,7 @@ where
                 }
             }
             call.with(|c| c.cleared_bytes += dropped);
+            buffered.bytes = 0;
             if let Some((text, _, _)) = heard.current.take() {
                 let t = text.to_string();
                 call.with(|c| {
