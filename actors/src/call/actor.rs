@@ -89,6 +89,22 @@ impl CallState {
         self.bus.emit(NewEvent::now(self.id, kind));
     }
 
+    fn agent_said(&self, text: String, interrupted: bool) {
+        self.emit(EventKind::Transcript {
+            speaker: Speaker::Agent,
+            text,
+            offset_ms: self.offset_ms(),
+            interrupted,
+        });
+    }
+
+    /// Lets the current media stream go: keys were pressed and a new stream replaces it.
+    fn replace_stream(&mut self) {
+        if let Some(leg) = self.twilio.take() {
+            leg.stop(Some("stream replaced after keys".into()));
+        }
+    }
+
     fn offset_ms(&self) -> u64 {
         self.stream_started
             .map(|t| t.elapsed().as_millis() as u64)
@@ -329,12 +345,9 @@ impl CallActor {
                 let _ = reply.send(xml);
             }
             CallMsg::MediaSocket(socket) => {
-                if s.machine.restreaming
-                    && !s.token.is_empty()
-                    && let Some(old) = s.twilio.take()
-                {
-                    // The new stream beat the old one's `stop` to us: the old one is done.
-                    old.stop(Some("stream replaced after keys".into()));
+                if s.machine.restreaming && !s.token.is_empty() {
+                    // The new stream may beat the old one's `stop` to us: the old one is done.
+                    s.replace_stream();
                 }
                 if s.machine.ended || s.twilio.is_some() || s.token.is_empty() {
                     // A second stream while one is live, a token already spent, or a call
@@ -371,10 +384,7 @@ impl CallActor {
             CallMsg::Media(_, MediaEvent::Stopped | MediaEvent::Dropped)
                 if s.machine.restreaming =>
             {
-                // The stream we replaced: let its leg go so the next stream can take over.
-                if let Some(leg) = s.twilio.take() {
-                    leg.stop(Some("stream replaced after keys".into()));
-                }
+                s.replace_stream()
             }
             CallMsg::Media(_, MediaEvent::Stopped) => {
                 self.apply(&me, s, Input::StreamStopped).await
@@ -462,15 +472,7 @@ impl CallActor {
                     let _ = m.cast(ModelLegMsg::Send(realtime::truncate(&item, ms)));
                 }
             }
-            ModelEvent::AgentSaid { text, interrupted } => {
-                let offset_ms = s.offset_ms();
-                s.emit(EventKind::Transcript {
-                    speaker: Speaker::Agent,
-                    text,
-                    offset_ms,
-                    interrupted,
-                });
-            }
+            ModelEvent::AgentSaid { text, interrupted } => s.agent_said(text, interrupted),
             ModelEvent::CalleeSaid(text) => {
                 let offset_ms = s.offset_ms();
                 s.emit(EventKind::Transcript {
@@ -543,22 +545,19 @@ impl CallActor {
         drained: Option<tokio::sync::oneshot::Receiver<bool>>,
     ) {
         let digits = arguments["digits"].as_str().unwrap_or("").to_owned();
-        let refused = if let Err(e) = twiml::check_digits(&digits) {
-            Some(e)
-        } else if s.machine.restreaming {
-            Some("keys are already being pressed; wait for them to finish".to_owned())
-        } else if s.machine.state != crate::model::CallState::Connected
-            || s.machine.agent_outcome.is_some()
-        {
-            Some("keys can be pressed only while the call is connected".to_owned())
-        } else {
-            None
-        };
-        let sid = s.machine.carrier_sid.clone();
-        let (Some(sid), None) = (sid, refused.as_ref()) else {
-            let e = refused.unwrap_or_else(|| "the carrier has not named the call yet".into());
-            s.tool_reply(&call_id, &serde_json::json!({ "error": e }));
-            return;
+        let checked = twiml::check_digits(&digits)
+            .and_then(|()| {
+                s.machine
+                    .restream_refusal()
+                    .map_or(Ok(()), |why| Err(why.into()))
+            })
+            .and_then(|()| {
+                (s.machine.carrier_sid.clone())
+                    .ok_or_else(|| "the carrier has not named the call yet".into())
+            });
+        let sid = match checked {
+            Ok(sid) => sid,
+            Err(e) => return s.tool_reply(&call_id, &serde_json::json!({ "error": e })),
         };
         self.apply(me, s, Input::Restream).await;
         s.restreams += 1;
@@ -620,13 +619,7 @@ impl CallActor {
             _ => return,
         };
         for line in lines {
-            let offset_ms = s.offset_ms();
-            s.emit(EventKind::Transcript {
-                speaker: Speaker::Agent,
-                text: line.text,
-                offset_ms,
-                interrupted: line.interrupted,
-            });
+            s.agent_said(line.text, line.interrupted);
         }
     }
 

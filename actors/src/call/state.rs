@@ -227,7 +227,7 @@ impl Machine {
             Input::AgentEnded { .. } => {}
             Input::PlaybackDrained if self.agent_outcome.is_some() => fx.extend(self.agent_done()),
             Input::PlaybackDrained => {}
-            Input::Restream if connected && self.agent_outcome.is_none() => self.restreaming = true,
+            Input::Restream if self.restream_refusal().is_none() => self.restreaming = true,
             Input::Restream => {}
             Input::RestreamFailed => self.restreaming = false,
             Input::RestreamTimedOut if self.restreaming => {
@@ -280,6 +280,17 @@ impl Machine {
             }
         }
         fx
+    }
+
+    /// Why keys cannot be pressed now (a `Restream` would be ignored), if they cannot.
+    pub fn restream_refusal(&self) -> Option<&'static str> {
+        if self.ended || self.state != CallState::Connected || self.agent_outcome.is_some() {
+            Some("keys can be pressed only while the call is connected")
+        } else if self.restreaming {
+            Some("keys are already being pressed; wait for them to finish")
+        } else {
+            None
+        }
     }
 
     /// The far end went away while connected.

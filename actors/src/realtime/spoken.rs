@@ -44,6 +44,22 @@ impl Item {
         };
         (!text.is_empty()).then_some(Line { text, interrupted })
     }
+
+    /// The line cut in proportion to the `heard_ms` of its audio that played, at a word
+    /// boundary; whole (and not interrupted, if finished) when all of it played.
+    fn heard_line(&mut self, heard_ms: u64) -> Option<Line> {
+        self.written = true;
+        let full = self.done.as_deref().unwrap_or(&self.text);
+        let total_ms = self.audio_bytes / 8;
+        let heard_all = total_ms == 0 || heard_ms >= total_ms;
+        let text = if heard_all {
+            full.trim().to_owned()
+        } else {
+            cut(full, heard_ms as f64 / total_ms as f64)
+        };
+        let interrupted = !(heard_all && self.done.is_some());
+        (!text.is_empty()).then_some(Line { text, interrupted })
+    }
 }
 
 impl Spoken {
@@ -87,51 +103,34 @@ impl Spoken {
 
     /// The item's audio has all played: it, and any line before it still held, go out whole.
     pub fn played(&mut self, item_id: &str) -> Vec<Line> {
-        match self.position(item_id) {
-            Some(i) => self.write_through(i, None),
-            None => Vec::new(),
-        }
+        self.through(item_id, None)
     }
 
     /// The server confirmed a truncate: the item goes out with the heard part, after any line
     /// before it still held.
     pub fn truncated(&mut self, item_id: &str, audio_end_ms: u64) -> Vec<Line> {
+        self.through(item_id, Some(audio_end_ms))
+    }
+
+    fn through(&mut self, item_id: &str, heard_ms: Option<u64>) -> Vec<Line> {
         match self.position(item_id) {
-            Some(i) => self.write_through(i, Some(audio_end_ms)),
+            Some(i) => self.write_through(i, heard_ms),
             None => Vec::new(),
         }
     }
 
-    /// Writes the unwritten items up to `last`; `last` cut at `heard_ms` if given.
+    /// Writes the unwritten items up to `last`; `last` cut at `heard_ms` if given. Earlier
+    /// lines were heard whole if finished; unfinished ones go out only if cancelled.
     fn write_through(&mut self, last: usize, heard_ms: Option<u64>) -> Vec<Line> {
         let mut out = Vec::new();
         for (i, item) in self.items[..=last].iter_mut().enumerate() {
-            if item.written {
-                continue;
-            }
-            let cut_at = heard_ms.filter(|_| i == last);
-            let Some(ms) = cut_at else {
-                // Earlier lines: finished ones were heard whole; others only if cancelled.
-                if item.done.is_some() || item.response_over || i == last {
-                    out.extend(item.line());
-                }
-                continue;
+            let line = match heard_ms {
+                _ if item.written => continue,
+                Some(ms) if i == last => item.heard_line(ms),
+                _ if item.done.is_some() || item.response_over || i == last => item.line(),
+                _ => continue,
             };
-            item.written = true;
-            let full = item.done.clone().unwrap_or_else(|| item.text.clone());
-            let total_ms = item.audio_bytes / 8;
-            let heard_all = total_ms == 0 || ms >= total_ms;
-            let text = if heard_all {
-                full.trim().to_owned()
-            } else {
-                cut(&full, ms as f64 / total_ms as f64)
-            };
-            if !text.is_empty() {
-                out.push(Line {
-                    text,
-                    interrupted: !(heard_all && item.done.is_some()),
-                });
-            }
+            out.extend(line);
         }
         out
     }

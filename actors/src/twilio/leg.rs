@@ -71,6 +71,12 @@ struct MediaBody<'a> {
     payload: Cow<'a, str>,
 }
 
+/// The item playing and how many ms of it were heard (played bytes, 8 per ms; never more
+/// than was sent).
+fn heard_so_far(item: &str, played: u64, sent: u64) -> (String, u64) {
+    (item.to_owned(), played.min(sent) / 8)
+}
+
 /// Decoded length of standard base64 text, without decoding it.
 fn b64_len(s: &str) -> u64 {
     let pad = s.bytes().rev().take_while(|b| *b == b'=').count();
@@ -217,7 +223,7 @@ impl Actor for TwilioLeg {
                             }
                             let msg = format!(r#"{{"event":"clear","streamSid":"{sid}"}}"#);
                             if sink.send(Message::Text(msg.into())).await.is_err() { return; }
-                            let heard = (item.clone(), played.min(sent) / 8);
+                            let heard = heard_so_far(&item, played, sent);
                             cut = Some(heard.clone());
                             let _ = reply.send(Some(heard));
                             epoch += 1;
@@ -227,7 +233,7 @@ impl Actor for TwilioLeg {
                         }
                         Some(Ctl::Heard(reply)) => {
                             let playing = pending > 0 && !item.is_empty();
-                            let heard = if playing { Some((item.clone(), played.min(sent) / 8)) } else { cut.clone() };
+                            let heard = if playing { Some(heard_so_far(&item, played, sent)) } else { cut.clone() };
                             let _ = reply.send(heard);
                         }
                         Some(Ctl::Close) | None => {
