@@ -209,8 +209,9 @@ impl Actor for TwilioLeg {
             let mut played: u64 = 0;
             let mut pending: usize = 0;
             let mut drains: Vec<oneshot::Sender<bool>> = Vec::new();
-            // The last barge-in's cut, until more audio comes: if the call ends before the
-            // model confirms the truncate, the cut is still known.
+            // The last barge-in's cut, until audio of another item comes: the cut item's late
+            // audio is dropped, and if the call ends before the model confirms the truncate,
+            // the cut is still known.
             let mut cut: Option<(String, u64)> = None;
             loop {
                 tokio::select! {
@@ -253,6 +254,9 @@ impl Actor for TwilioLeg {
                     }
                     a = from_model.recv() => match a {
                         Some(ToTwilio::Audio { item_id, payload }) => {
+                            // The rest of a line the callee cut off must not play: the model
+                            // sent it before it learnt of the barge-in.
+                            if cut.as_ref().is_some_and(|(c, _)| *c == item_id) { continue; }
                             cut = None;
                             if item_id != item {
                                 item = item_id;
