@@ -33,7 +33,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = Arc::new(SqliteStore::open(&dir).await?);
 
     // Batched, through the bus, as the engine writes.
-    let bus = EventBus::start(store.clone());
+    let (bus, _writer) = EventBus::start(store.clone());
     let ids: Vec<CallId> = (0..calls).map(|_| CallId::generate()).collect();
     for id in &ids {
         bus.emit(NewEvent::now(

@@ -210,7 +210,7 @@ async fn several_clients_see_the_same_stream_and_a_stalled_one_slows_nobody() {
 async fn a_lagging_subscriber_refills_from_the_log_without_gaps() {
     let dir = TempDir::new("sse-lag");
     let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
-    let bus = EventBus::start(store.clone());
+    let (bus, _writer) = EventBus::start(store.clone());
     let id = CallId::generate();
     bus.emit(NewEvent::now(
         id,
@@ -264,7 +264,7 @@ async fn a_lagging_subscriber_refills_from_the_log_without_gaps() {
 async fn resuming_while_events_keep_coming_has_no_gap_and_no_duplicate() {
     let dir = TempDir::new("sse-handoff");
     let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
-    let bus = EventBus::start(store.clone());
+    let (bus, _writer) = EventBus::start(store.clone());
     let id = CallId::generate();
     bus.emit(NewEvent::now(
         id,

@@ -428,7 +428,7 @@ async fn retention_purges_only_old_ended_calls() {
 async fn event_bus_over_sqlite_replays_then_goes_live() {
     let dir = TempDir::new("store-bus");
     let store = Arc::new(open(&dir).await);
-    let bus = EventBus::start(store.clone());
+    let (bus, _writer) = EventBus::start(store.clone());
     let id = CallId::generate();
     let events = call_events(id, None);
     let n = events.len() as u64;
@@ -457,7 +457,7 @@ async fn event_bus_over_sqlite_replays_then_goes_live() {
 async fn a_stray_event_does_not_cost_the_rest_of_its_batch() {
     let dir = TempDir::new("store-stray");
     let store = Arc::new(open(&dir).await);
-    let bus = EventBus::start(store.clone());
+    let (bus, _writer) = EventBus::start(store.clone());
     let good = CallId::generate();
     let stray = CallId::generate();
     // Emitted back to back, so the writer takes them as one batch.

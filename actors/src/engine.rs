@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
+use tokio_util::task::TaskTracker;
 
 use crate::call::messages::CallMsg;
 use crate::config::EngineConfig;
@@ -33,6 +34,11 @@ pub enum EngineError {
     AtCapacity { active: usize },
     #[error("the engine is shutting down and accepts no new calls")]
     ShuttingDown,
+    /// The event writer has stopped, so nothing about a call could be recorded.
+    #[error(
+        "the engine's event log writer has stopped, so no call can be recorded; it accepts no new calls until restarted (see its log for why)"
+    )]
+    EventLogStopped,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("configuration: {0}")]
@@ -74,7 +80,15 @@ pub(crate) struct EngineInner {
     pub(crate) config: Arc<EngineConfig>,
     pub(crate) bus: EventBus,
     pub(crate) supervisor: ActorRef<SupervisorMsg>,
+    /// Every task the engine's actors spawn (REST requests, playback waits); shutdown
+    /// waits for them, bounded.
+    pub(crate) tasks: TaskTracker,
+    /// The event writer; kept to tell whether it still runs, and to stop it in a test.
+    pub(crate) writer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
+
+/// How long shutdown waits for in-flight carrier requests (a hang-up) to finish.
+const SHUTDOWN_TASKS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a frontend waits for the supervisor or a call to answer.
 const RPC_TIMEOUT: Duration = Duration::from_secs(10);
@@ -109,11 +123,13 @@ impl Engine {
                 "reconciled calls left unfinished by the last run"
             );
         }
-        let bus = EventBus::start(store);
+        let (bus, writer) = EventBus::start(store);
+        let tasks = TaskTracker::new();
         let args = SupervisorArgs {
             config: config.clone(),
             bus: bus.clone(),
             rest,
+            tasks: tasks.clone(),
         };
         let (supervisor, _) = Actor::spawn(None, Supervisor, args)
             .await
@@ -123,6 +139,8 @@ impl Engine {
                 config,
                 bus,
                 supervisor,
+                tasks,
+                writer: std::sync::Mutex::new(Some(writer)),
             }),
         })
     }
@@ -137,6 +155,15 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// Whether the engine can take calls: `Err` says why not (the event writer stopped).
+    pub fn health(&self) -> Result<(), EngineError> {
+        if self.inner.bus.is_running() {
+            Ok(())
+        } else {
+            Err(EngineError::EventLogStopped)
+        }
     }
 
     /// Validates and admits a call; returns as soon as it is admitted (never waits for ringing).
@@ -238,7 +265,34 @@ impl Engine {
                 Some(Duration::from_secs(10)),
             )
             .await;
+        // Hang-ups the calls just asked for are still on their way to the carrier.
+        self.inner.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_TASKS_TIMEOUT, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                left = self.inner.tasks.len(),
+                "carrier requests still running after {} s; shutting down without them",
+                SHUTDOWN_TASKS_TIMEOUT.as_secs()
+            );
+        }
         self.inner.bus.flush().await;
+    }
+
+    /// Test hook: stops the event writer, as a crash of it would.
+    #[doc(hidden)]
+    pub async fn inject_event_writer_failure(&self) {
+        let writer = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(w) = writer {
+            w.abort();
+            let _ = w.await;
+        }
     }
 
     /// Test hook: makes the call's actor panic, to prove a crash stays inside one call.
@@ -319,9 +373,17 @@ impl Engine {
         id: CallId,
         socket: axum::extract::ws::WebSocket,
     ) -> Result<(), EngineError> {
-        let call = self.lookup(id).await?.ok_or(EngineError::NotFound(id))?;
-        call.cast(CallMsg::MediaSocket(Box::new(socket)))
-            .map_err(|_| EngineError::NotFound(id))
+        let Ok(Some(call)) = self.lookup(id).await else {
+            crate::twilio::leg::refuse(socket, "no live call with this id").await;
+            return Err(EngineError::NotFound(id));
+        };
+        if let Err(ractor::MessagingErr::SendErr(CallMsg::MediaSocket(socket))) =
+            call.cast(CallMsg::MediaSocket(Box::new(socket)))
+        {
+            crate::twilio::leg::refuse(*socket, "the call is over").await;
+            return Err(EngineError::NotFound(id));
+        }
+        Ok(())
     }
 
     /// Whether the call still has a live actor.

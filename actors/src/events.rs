@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 use crate::model::{CallEvent, CallId, NewEvent};
 use crate::store::{Store, StoreError};
@@ -35,16 +36,24 @@ pub struct EventBus {
 }
 
 impl EventBus {
-    /// Starts the writer task. It ends when every `EventBus` clone is dropped.
-    pub fn start(store: Arc<dyn Store>) -> EventBus {
+    /// Starts the writer task and hands back its handle: the owner keeps it to notice the
+    /// writer dying (see [`EventBus::is_running`]). It ends when every clone is dropped.
+    pub fn start(store: Arc<dyn Store>) -> (EventBus, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (published, _) = broadcast::channel(BROADCAST_CAPACITY);
-        tokio::spawn(writer(rx, store.clone(), published.clone()));
-        EventBus {
+        let handle = tokio::spawn(writer(rx, store.clone(), published.clone()));
+        let bus = EventBus {
             tx,
             published,
             store,
-        }
+        };
+        (bus, handle)
+    }
+
+    /// Whether the writer still takes events. Once it is gone nothing emitted is recorded,
+    /// so the engine refuses new calls and reports itself unhealthy.
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
     }
 
     /// Queues an event for the log. Never blocks; events from one emitter keep their order.
@@ -78,6 +87,11 @@ impl EventBus {
             backlog: VecDeque::new(),
         }
     }
+}
+
+/// Back-off before append retry `attempt` (1-based): 40, 80, 160, 320, 640 ms.
+fn retry_delay(attempt: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(20 << attempt)
 }
 
 async fn writer(
@@ -119,7 +133,7 @@ async fn writer(
                     Err(e) if attempt < 5 => {
                         attempt += 1;
                         tracing::warn!(error = %e, attempt, "event append failed; retrying");
-                        tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
+                        tokio::time::sleep(retry_delay(attempt)).await;
                     }
                     Err(e) => {
                         tracing::error!(error = %e, lost = batch.len(), "event append failed for good");

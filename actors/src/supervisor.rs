@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio_util::task::TaskTracker;
 
 use crate::call::actor::{CallActor, CallArgs, CallShared};
 use crate::call::messages::CallMsg;
@@ -30,6 +31,8 @@ pub struct SupervisorArgs {
     pub config: Arc<EngineConfig>,
     pub bus: EventBus,
     pub rest: TwilioRest,
+    /// The engine's spawned work; calls get it too. Shutdown waits for it.
+    pub tasks: TaskTracker,
 }
 
 pub struct Supervisor;
@@ -44,6 +47,7 @@ pub struct SupervisorState {
     config: Arc<EngineConfig>,
     bus: EventBus,
     rest: TwilioRest,
+    tasks: TaskTracker,
     by_actor: HashMap<ActorId, Live>,
     by_call: HashMap<CallId, ActorId>,
     draining: bool,
@@ -90,6 +94,7 @@ impl Actor for Supervisor {
             config: a.config,
             bus: a.bus,
             rest: a.rest,
+            tasks: a.tasks,
             by_actor: HashMap::new(),
             by_call: HashMap::new(),
             draining: false,
@@ -157,7 +162,7 @@ impl Actor for Supervisor {
             .clone();
         if let Some(sid) = sid {
             let rest = s.rest.clone();
-            tokio::spawn(async move {
+            s.tasks.spawn(async move {
                 if let Err(e) = rest.hang_up(&sid).await {
                     tracing::error!("could not hang up the carrier call of a crashed call: {e}");
                 }
@@ -188,6 +193,10 @@ impl Supervisor {
         if s.draining {
             return Err(EngineError::ShuttingDown);
         }
+        if !s.bus.is_running() {
+            // Nothing could be recorded: not the call, not its end.
+            return Err(EngineError::EventLogStopped);
+        }
         validate(&s.config, &request).map_err(EngineError::InvalidRequest)?;
         if s.by_actor.len() >= s.config.calls.max_concurrent {
             return Err(EngineError::AtCapacity {
@@ -209,6 +218,7 @@ impl Supervisor {
             bus: s.bus.clone(),
             rest: s.rest.clone(),
             shared: shared.clone(),
+            tasks: s.tasks.clone(),
         };
         match Actor::spawn_linked(Some(format!("call-{id}")), CallActor, args, me.get_cell()).await
         {

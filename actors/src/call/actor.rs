@@ -3,10 +3,13 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::messages::{CallMsg, MediaEvent, ModelEvent, ToTwilio};
@@ -18,7 +21,7 @@ use crate::model::{
     CallId, CallRequest, EventKind, NewEvent, Outcome, OutcomeStatus, Speaker, Usage,
 };
 use crate::realtime::{
-    self,
+    self, ToModel,
     leg::{ModelLeg, ModelLegArgs, ModelLegMsg},
 };
 use crate::twilio::leg::{TwilioLeg, TwilioLegArgs, TwilioLegMsg};
@@ -47,28 +50,42 @@ pub struct CallArgs {
     pub bus: EventBus,
     pub rest: TwilioRest,
     pub shared: Arc<CallShared>,
+    /// Where the call's own spawned work (REST requests, playback waits) runs, so the
+    /// engine's shutdown waits for it instead of dropping a hang-up half-way.
+    pub tasks: TaskTracker,
 }
 
 pub struct CallActor;
 
-pub struct CallState {
+type Timer = JoinHandle<Result<(), ractor::MessagingErr<CallMsg>>>;
+
+/// What the CallActor holds while its call runs.
+pub struct CallActorState {
     id: CallId,
     request: CallRequest,
     config: Arc<EngineConfig>,
     bus: EventBus,
     rest: TwilioRest,
     shared: Arc<CallShared>,
+    tasks: TaskTracker,
     machine: Machine,
+    /// The single-use token the next media stream must present; cleared once a stream
+    /// started with it, or when no stream will come for it.
     token: String,
     token_issued: bool,
     model: Option<ActorRef<ModelLegMsg>>,
+    /// The model session is open, so it can say which agent lines are still held.
+    model_ready: bool,
     twilio: Option<ActorRef<TwilioLegMsg>>,
     to_model_tx: mpsc::Sender<String>,
-    /// Agent audio for whichever media stream is current (a call has a new one after keys).
-    from_model: Arc<tokio::sync::Mutex<mpsc::Receiver<ToTwilio>>>,
+    /// The call's agent audio while no media stream holds it (before the first, and
+    /// between two when keys are pressed). It moves into a stream's leg and back out.
+    from_model: Option<mpsc::Receiver<ToTwilio>>,
     /// Waits for the model leg to hand over its half of the channels.
     model_args: Option<(mpsc::Sender<ToTwilio>, mpsc::Receiver<String>)>,
     stream_started: Option<Instant>,
+    /// The max-duration and restream timers; aborted when the call stops.
+    timers: Vec<Timer>,
     last_carrier_seq: Option<u64>,
     usage: Usage,
     /// Key presses that swapped the stream, so a late timer for an earlier swap is ignored.
@@ -84,7 +101,7 @@ fn new_token() -> String {
     format!("{}{}", ulid::Ulid::generate(), ulid::Ulid::generate()).to_lowercase()
 }
 
-impl CallState {
+impl CallActorState {
     fn emit(&self, kind: EventKind) {
         self.bus.emit(NewEvent::now(self.id, kind));
     }
@@ -115,9 +132,12 @@ impl CallState {
     /// correct itself); after success it waits, as the tool's description tells it.
     fn tool_reply(&self, call_id: &str, out: &serde_json::Value) {
         if let Some(m) = &self.model {
-            let _ = m.cast(ModelLegMsg::Send(realtime::function_output(call_id, out)));
+            let _ = m.cast(ModelLegMsg::Send(ToModel::FunctionOutput {
+                call_id: call_id.to_owned(),
+                output: out.clone(),
+            }));
             if out.get("error").is_some() {
-                let _ = m.cast(ModelLegMsg::Send(realtime::response_create()));
+                let _ = m.cast(ModelLegMsg::Send(ToModel::ResponseCreate));
             }
         }
     }
@@ -133,33 +153,36 @@ impl CallState {
 
 impl Actor for CallActor {
     type Msg = CallMsg;
-    type State = CallState;
+    type State = CallActorState;
     type Arguments = CallArgs;
 
     async fn pre_start(
         &self,
         _me: ActorRef<CallMsg>,
         a: CallArgs,
-    ) -> Result<CallState, ActorProcessingErr> {
+    ) -> Result<CallActorState, ActorProcessingErr> {
         let (to_model_tx, to_model_rx) = mpsc::channel(AUDIO_QUEUE);
         let (to_twilio_tx, from_model_rx) = mpsc::channel(AUDIO_QUEUE);
         let span = tracing::info_span!("call", id = %a.id);
-        Ok(CallState {
+        Ok(CallActorState {
             id: a.id,
             request: a.request,
             config: a.config,
             bus: a.bus,
             rest: a.rest,
             shared: a.shared,
+            tasks: a.tasks,
             machine: Machine::default(),
             token: new_token(),
             token_issued: false,
             model: None,
+            model_ready: false,
             twilio: None,
             to_model_tx,
-            from_model: Arc::new(tokio::sync::Mutex::new(from_model_rx)),
+            from_model: Some(from_model_rx),
             model_args: Some((to_twilio_tx, to_model_rx)),
             stream_started: None,
+            timers: Vec::new(),
             last_carrier_seq: None,
             usage: Usage::default(),
             restreams: 0,
@@ -172,9 +195,10 @@ impl Actor for CallActor {
     async fn post_start(
         &self,
         me: ActorRef<CallMsg>,
-        s: &mut CallState,
+        s: &mut CallActorState,
     ) -> Result<(), ActorProcessingErr> {
-        // Open the model session while the phone rings, so the agent can greet at once.
+        // Open the model session while the phone rings, so the agent can greet at once. The
+        // leg connects in its own task: this mailbox stays free for a cancel meanwhile.
         let (to_twilio, from_twilio) = s.model_args.take().expect("set in pre_start");
         let args = ModelLegArgs {
             url: format!(
@@ -194,7 +218,7 @@ impl Actor for CallActor {
         {
             Ok((leg, _)) => s.model = Some(leg),
             Err(e) => {
-                let reason = format!("could not open the model session: {}", root_cause(&e));
+                let reason = format!("could not start the model session: {}", root_cause(&e));
                 self.apply(&me, s, Input::ModelFailed { reason }).await;
                 return Ok(());
             }
@@ -212,7 +236,7 @@ impl Actor for CallActor {
         let limit = s.max_secs() as u32 + s.config.calls.time_limit_margin_secs;
         let amd = s.config.twilio.machine_detection;
         let me2 = me.clone();
-        tokio::spawn(
+        s.tasks.spawn(
             async move {
                 let req = CreateCall {
                     to: &to,
@@ -235,7 +259,7 @@ impl Actor for CallActor {
         &self,
         me: ActorRef<CallMsg>,
         msg: CallMsg,
-        s: &mut CallState,
+        s: &mut CallActorState,
     ) -> Result<(), ActorProcessingErr> {
         let span = s.span.clone();
         self.on_msg(me, msg, s).instrument(span).await
@@ -245,7 +269,7 @@ impl Actor for CallActor {
         &self,
         me: ActorRef<CallMsg>,
         ev: SupervisionEvent,
-        s: &mut CallState,
+        s: &mut CallActorState,
     ) -> Result<(), ActorProcessingErr> {
         // A leg that dies ends the call cleanly; its socket reader has usually reported why.
         if let SupervisionEvent::ActorFailed(cell, err) = ev {
@@ -273,8 +297,11 @@ impl Actor for CallActor {
     async fn post_stop(
         &self,
         me: ActorRef<CallMsg>,
-        s: &mut CallState,
+        s: &mut CallActorState,
     ) -> Result<(), ActorProcessingErr> {
+        for t in s.timers.drain(..) {
+            t.abort();
+        }
         if !s.machine.ended {
             // Stopped from outside (supervisor shutdown) without finishing: finish now.
             self.apply(&me, s, Input::Shutdown).await;
@@ -291,7 +318,7 @@ impl CallActor {
         &self,
         me: ActorRef<CallMsg>,
         msg: CallMsg,
-        s: &mut CallState,
+        s: &mut CallActorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             CallMsg::CarrierCreated(Ok(res)) => {
@@ -349,34 +376,51 @@ impl CallActor {
                     // The new stream may beat the old one's `stop` to us: the old one is done.
                     s.replace_stream();
                 }
-                if s.machine.ended || s.twilio.is_some() || s.token.is_empty() {
-                    // A second stream while one is live, a token already spent, or a call
-                    // that is over.
-                    drop(socket);
+                let refusal = if s.machine.ended {
+                    Some("the call is over")
+                } else if s.twilio.is_some() {
+                    Some("the call already has a media stream")
+                } else if s.token.is_empty() {
+                    Some("no stream is expected for this call")
+                } else {
+                    None
+                };
+                if let Some(why) = refusal {
+                    tracing::warn!("media socket refused: {why}");
+                    s.tasks.spawn(crate::twilio::leg::refuse(*socket, why));
                     return Ok(());
                 }
                 s.streams += 1;
                 let args = TwilioLegArgs {
                     stream: s.streams,
                     socket: *socket,
-                    token: std::mem::take(&mut s.token),
+                    token: s.token.clone(),
                     call: me.clone(),
                     to_model: s.to_model_tx.clone(),
-                    from_model: s.from_model.clone(),
+                    from_model: s.from_model.take(),
                 };
                 match Actor::spawn_linked(None, TwilioLeg, args, me.get_cell()).await {
                     Ok((leg, _)) => s.twilio = Some(leg),
                     Err(e) => tracing::error!("media leg failed to start: {}", root_cause(&e)),
                 }
             }
+            CallMsg::AudioReleased(stream, rx) => match &s.twilio {
+                // The stream now current is a later one, waiting for the audio.
+                Some(leg) if stream != s.streams => {
+                    let _ = leg.cast(TwilioLegMsg::Audio(rx));
+                }
+                _ => s.from_model = Some(rx),
+            },
             // What a replaced stream says on its way out changes nothing.
             CallMsg::Media(stream, _) if stream != s.streams => {}
             CallMsg::Media(_, MediaEvent::Started { .. }) => {
+                s.token.clear(); // spent
                 if s.stream_started.is_none() {
                     // The call's clock and time limit start with its first stream only.
                     s.stream_started = Some(Instant::now());
                     let secs = s.max_secs();
-                    me.send_after(Duration::from_secs(secs), || CallMsg::MaxDuration);
+                    let timer = me.send_after(Duration::from_secs(secs), || CallMsg::MaxDuration);
+                    s.timers.push(timer);
                 }
                 self.apply(&me, s, Input::StreamStarted).await;
             }
@@ -393,6 +437,10 @@ impl CallActor {
                 self.apply(&me, s, Input::StreamDropped).await
             }
             CallMsg::Media(_, MediaEvent::Rejected) => {
+                // Its writer closes it with 1008; the genuine stream may still come.
+                if let Some(leg) = s.twilio.take() {
+                    leg.stop(Some("stream token refused".into()));
+                }
                 s.emit(EventKind::Error {
                     message: "a media stream with a missing or wrong token was refused".into(),
                 });
@@ -405,11 +453,18 @@ impl CallActor {
                 result,
             } => {
                 let out = match result {
-                    Ok(()) => serde_json::json!({
+                    Ok(()) => {
+                        let generation = s.restreams;
+                        let timer = me.send_after(RESTREAM_TIMEOUT, move || {
+                            CallMsg::RestreamTimeout(generation)
+                        });
+                        s.timers.push(timer);
+                        serde_json::json!({
                         "ok": true,
                         "pressed": digits,
                         "next": "The keys were played. Wait in silence for what the other side says next."
-                    }),
+                        })
+                    }
                     Err(e) => {
                         s.token.clear(); // no stream will come for it
                         self.apply(&me, s, Input::RestreamFailed).await;
@@ -459,8 +514,9 @@ fn root_cause(e: &dyn std::error::Error) -> String {
 }
 
 impl CallActor {
-    async fn on_model(&self, me: &ActorRef<CallMsg>, s: &mut CallState, ev: ModelEvent) {
+    async fn on_model(&self, me: &ActorRef<CallMsg>, s: &mut CallActorState, ev: ModelEvent) {
         match ev {
+            ModelEvent::Connected => s.model_ready = true,
             ModelEvent::SpeechStarted => {
                 let Some(leg) = s.twilio.clone() else { return };
                 // Barge-in: cut the agent at what the callee actually heard.
@@ -469,7 +525,10 @@ impl CallActor {
                     .await
                     && let Some(m) = &s.model
                 {
-                    let _ = m.cast(ModelLegMsg::Send(realtime::truncate(&item, ms)));
+                    let _ = m.cast(ModelLegMsg::Send(ToModel::Truncate {
+                        item_id: item,
+                        audio_end_ms: ms,
+                    }));
                 }
             }
             ModelEvent::AgentSaid { text, interrupted } => s.agent_said(text, interrupted),
@@ -502,10 +561,10 @@ impl CallActor {
                     let mut outcome = Outcome::new(status, summary);
                     outcome.data = Some(arguments);
                     if let Some(m) = &s.model {
-                        let _ = m.cast(ModelLegMsg::Send(realtime::function_output(
-                            &call_id,
-                            &serde_json::json!({"ok": true}),
-                        )));
+                        let _ = m.cast(ModelLegMsg::Send(ToModel::FunctionOutput {
+                            call_id: call_id.clone(),
+                            output: serde_json::json!({"ok": true}),
+                        }));
                     }
                     s.pending_function = Some((call_id, drained));
                     self.apply(me, s, Input::AgentEnded { outcome }).await;
@@ -539,7 +598,7 @@ impl CallActor {
     async fn send_dtmf(
         &self,
         me: &ActorRef<CallMsg>,
-        s: &mut CallState,
+        s: &mut CallActorState,
         call_id: String,
         arguments: &serde_json::Value,
         drained: Option<tokio::sync::oneshot::Receiver<bool>>,
@@ -561,7 +620,6 @@ impl CallActor {
         };
         self.apply(me, s, Input::Restream).await;
         s.restreams += 1;
-        let generation = s.restreams;
         s.token = new_token();
         let id = s.id.to_string();
         let xml = twiml::play_digits_then_connect(
@@ -572,22 +630,13 @@ impl CallActor {
         );
         let rest = s.rest.clone();
         let me = me.clone();
-        tokio::spawn(
+        s.tasks.spawn(
             async move {
                 if let Some(rx) = drained {
                     // Bounded, as for end_call: a stalled socket must not hold the keys.
                     let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
                 }
-                let result = rest
-                    .redirect(&sid, &xml)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string());
-                if result.is_ok() {
-                    me.send_after(RESTREAM_TIMEOUT, move || {
-                        CallMsg::RestreamTimeout(generation)
-                    });
-                }
+                let result = rest.redirect(&sid, &xml).await.map(|_| ());
                 let _ = me.cast(CallMsg::KeysSent {
                     call_id,
                     digits,
@@ -601,9 +650,11 @@ impl CallActor {
     /// Before the call's end is written: agent lines still held (their audio was playing when
     /// the call ended) go into the transcript with what was heard of them. Bounded, as a leg
     /// may already be gone.
-    async fn last_lines(&self, s: &mut CallState) {
+    async fn last_lines(&self, s: &mut CallActorState) {
         const ASK: Option<Duration> = Some(Duration::from_millis(500));
-        let Some(model) = s.model.clone() else { return };
+        let Some(model) = s.model.clone().filter(|_| s.model_ready) else {
+            return; // a session that never opened said nothing
+        };
         let playing = match &s.twilio {
             Some(t) => match t.call(TwilioLegMsg::Heard, ASK).await {
                 Ok(ractor::rpc::CallResult::Success(p)) => p,
@@ -624,7 +675,7 @@ impl CallActor {
     }
 
     /// Feeds the machine and carries out what it says.
-    async fn apply(&self, me: &ActorRef<CallMsg>, s: &mut CallState, input: Input) {
+    async fn apply(&self, me: &ActorRef<CallMsg>, s: &mut CallActorState, input: Input) {
         for effect in s.machine.step(input) {
             match effect {
                 Effect::Publish {
@@ -638,13 +689,13 @@ impl CallActor {
                 }),
                 Effect::Greet => {
                     if let Some(m) = &s.model {
-                        let _ = m.cast(ModelLegMsg::Send(realtime::response_create()));
+                        let _ = m.cast(ModelLegMsg::Send(ToModel::ResponseCreate));
                     }
                 }
                 Effect::AwaitPlayback => {
                     let rx = s.pending_function.as_mut().and_then(|(_, rx)| rx.take());
                     let me = me.clone();
-                    tokio::spawn(async move {
+                    s.tasks.spawn(async move {
                         if let Some(rx) = rx {
                             // Bounded: a stalled socket must not keep the call open forever.
                             let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
@@ -656,7 +707,7 @@ impl CallActor {
                     let sid = s.machine.carrier_sid.clone();
                     let rest = s.rest.clone();
                     if let Some(sid) = sid {
-                        tokio::spawn(
+                        s.tasks.spawn(
                             async move {
                                 let r = if cancel {
                                     // `canceled` does nothing to an answered call: follow up.

@@ -18,6 +18,8 @@ pub enum ToTwilio {
 
 /// Events from the model leg's reader.
 pub enum ModelEvent {
+    /// The session is open and configured: from now on it can answer for what was said.
+    Connected,
     SpeechStarted,
     /// An agent line for the transcript; `interrupted` when the callee cut it short.
     AgentSaid {
@@ -63,8 +65,11 @@ pub enum CallMsg {
     KeysSent {
         call_id: String,
         digits: String,
-        result: Result<(), String>,
+        result: Result<(), TwilioError>,
     },
+    /// The media stream with this number let go of the call's agent audio (it ended or was
+    /// replaced); the next stream takes it.
+    AudioReleased(u64, tokio::sync::mpsc::Receiver<ToTwilio>),
     /// The stream that follows the keys is late (for the swap with this number).
     RestreamTimeout(u64),
     Cancel(RpcReplyPort<CancelOutcome>),

@@ -10,20 +10,27 @@ use tokio::task::JoinHandle;
 
 /// How a leg lets go of its socket when the actor stops: the reader dies at once (nothing it
 /// could read matters any more), `close` asks the writer for a close frame, and the writer gets
-/// a bounded moment to send it so the peer sees a clean close rather than a reset.
-pub(crate) async fn stop_socket(
+/// a bounded moment to send it so the peer sees a clean close rather than a reset. Answers
+/// what the writer returned, or `None` if it had to be aborted.
+pub(crate) async fn stop_socket<T>(
     reader: &JoinHandle<()>,
-    writer: Option<JoinHandle<()>>,
-    close: impl FnOnce(),
-) {
+    writer: Option<JoinHandle<T>>,
+    close: impl std::future::Future<Output = ()>,
+) -> Option<T> {
     reader.abort();
-    close();
     // A peer that stopped reading must not keep the writer (and what it holds) alive.
-    if let Some(mut w) = writer
-        && tokio::time::timeout(Duration::from_secs(2), &mut w)
-            .await
-            .is_err()
-    {
-        w.abort();
+    let mut w = writer?;
+    let finished = tokio::time::timeout(Duration::from_secs(2), async {
+        close.await;
+        (&mut w).await
+    })
+    .await;
+    match finished {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(_)) => None,
+        Err(_) => {
+            w.abort();
+            None
+        }
     }
 }

@@ -1,27 +1,39 @@
-//! ModelLeg: owns one Realtime WebSocket. A reader task turns server events into audio for
-//! the Twilio leg (bounded channel) and control events for the CallActor; a writer task sends
-//! what the Twilio leg and the CallActor hand it.
+//! ModelLeg: owns one Realtime WebSocket. Its session task connects (off the CallActor's
+//! mailbox, so a cancel while the model is slow to answer is handled at once), then reads
+//! server events — audio for the Twilio leg over a bounded channel, control events for the
+//! CallActor — and writes what the Twilio leg and the CallActor hand it.
 
 use std::borrow::Cow;
+use std::time::Duration;
 
+use futures_util::stream::{FuturesUnordered, SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
 
+use super::ToModel;
 use crate::call::messages::{CallMsg, ModelEvent, ToTwilio};
 use crate::model::Usage;
 use crate::realtime::spoken::{Line, Spoken};
 
+/// How long the model endpoint may take to accept the WebSocket.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Control messages queued for the writer; the CallActor waits when it is full.
+const CONTROL_QUEUE: usize = 64;
+
 pub enum ModelLegMsg {
-    /// A control event (already JSON) for the model.
-    Send(String),
+    /// A client event for the model.
+    Send(ToModel),
     /// The call is ending: the agent lines not yet written, given what is playing (item, ms
     /// heard) on the line. Lines never played are dropped: nobody heard them.
     LastLines(Option<(String, u64)>, RpcReplyPort<Vec<Line>>),
@@ -41,13 +53,25 @@ pub struct ModelLegArgs {
 pub struct ModelLeg;
 
 type LastLinesRequest = (Option<(String, u64)>, RpcReplyPort<Vec<Line>>);
+/// An item's drain marker: resolves with the item once its audio played or was cleared.
+type DrainWait = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (String, Result<bool, oneshot::error::RecvError>)> + Send>,
+>;
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+enum Ctl {
+    Send(String),
+    Close,
+}
 
 pub struct ModelLegState {
-    control: mpsc::UnboundedSender<Option<String>>,
+    control: mpsc::Sender<Ctl>,
     /// To the reader, which owns what the agent has said.
-    last_lines: mpsc::UnboundedSender<LastLinesRequest>,
-    reader: JoinHandle<()>,
-    writer: Option<JoinHandle<()>>,
+    last_lines: mpsc::Sender<LastLinesRequest>,
+    /// Stops the reader (and a connect still under way) at once.
+    stop_reading: CancellationToken,
+    /// Connects, then reads and writes until the socket ends; it owns both halves.
+    session: Option<JoinHandle<()>>,
 }
 
 #[derive(Deserialize)]
@@ -91,155 +115,51 @@ impl Actor for ModelLeg {
             "Authorization",
             format!("Bearer {}", args.api_key.expose_secret()).parse()?,
         );
-        let (ws, _) = tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            tokio_tungstenite::connect_async(request),
-        )
-        .await
-        .map_err(|_| "the model endpoint did not answer within 10 s")??;
-        let (mut sink, mut stream) = ws.split();
-        sink.send(Message::text(args.session_update)).await?;
-        let (control, mut control_rx) = mpsc::unbounded_channel::<Option<String>>();
-        let mut from_twilio = args.from_twilio;
-        let writer = tokio::spawn(async move {
-            loop {
-                let text = tokio::select! {
-                    biased;
-                    c = control_rx.recv() => match c {
-                        Some(Some(t)) => t,
-                        // Close: a normal close frame, then done.
-                        Some(None) | None => {
-                            let _ = sink.send(Message::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "call ended".into() }))).await;
-                            let _ = sink.close().await;
-                            return;
-                        }
-                    },
-                    a = from_twilio.recv() => match a { Some(t) => t, None => std::future::pending().await },
-                };
-                if sink.send(Message::text(text)).await.is_err() {
+        let (control, control_rx) = mpsc::channel::<Ctl>(CONTROL_QUEUE);
+        let (last_lines, last_lines_rx) = mpsc::channel::<LastLinesRequest>(4);
+        let stop_reading = CancellationToken::new();
+        let stop = stop_reading.clone();
+        let session = tokio::spawn(async move {
+            let call = args.call.clone();
+            let connected = tokio::select! {
+                _ = stop.cancelled() => return,
+                c = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request)) => c,
+            };
+            let ws = match connected {
+                Ok(Ok((ws, _))) => ws,
+                Ok(Err(e)) => {
+                    let reason = format!("could not open the model session: {}", root_cause(&e));
+                    let _ = call.cast(CallMsg::Model(ModelEvent::Closed(reason)));
                     return;
                 }
-            }
-        });
-        let call = args.call.clone();
-        let to_twilio = args.to_twilio;
-        let (last_lines, last_lines_rx) = mpsc::unbounded_channel::<LastLinesRequest>();
-        let reader = tokio::spawn(async move {
-            let mut spoken = Spoken::default();
-            // Items whose audio has played to the end, reported by their drain markers.
-            let (played_tx, mut played_rx) = mpsc::unbounded_channel::<String>();
-            let mut last_lines_rx = last_lines_rx;
-            let said = |line: Line| {
-                let _ = call.cast(CallMsg::Model(ModelEvent::AgentSaid {
-                    text: line.text,
-                    interrupted: line.interrupted,
-                }));
-            };
-            let reason = loop {
-                let msg = tokio::select! {
-                    m = stream.next() => m,
-                    Some(item) = played_rx.recv() => {
-                        spoken.played(&item).into_iter().for_each(said);
-                        continue;
-                    }
-                    Some((playing, reply)) = last_lines_rx.recv() => {
-                        let _ = reply.send(spoken.last_lines(playing));
-                        continue;
-                    }
-                };
-                let Some(msg) = msg else {
-                    break "the model connection closed".to_owned();
-                };
-                let text = match msg {
-                    Ok(Message::Text(t)) => t,
-                    Ok(Message::Close(frame)) => {
-                        break match frame {
-                            Some(f) => format!(
-                                "the model closed the session ({} {})",
-                                u16::from(f.code),
-                                f.reason
-                            ),
-                            None => "the model closed the session".to_owned(),
-                        };
-                    }
-                    Ok(_) => continue,
-                    Err(e) => break format!("the model connection failed: {e}"),
-                };
-                let Ok(head) = serde_json::from_str::<Head>(text.as_str()) else {
-                    tracing::warn!("unparseable model event ignored");
-                    continue;
-                };
-                match head.kind.as_ref() {
-                    "response.output_audio.delta" => {
-                        let Ok(d) = serde_json::from_str::<AudioDelta>(text.as_str()) else {
-                            continue;
-                        };
-                        spoken.audio(&d.item_id, &d.delta);
-                        let out = ToTwilio::Audio {
-                            item_id: d.item_id.into_owned(),
-                            payload: d.delta.into_owned(),
-                        };
-                        if to_twilio.send(out).await.is_err() {
-                            break "the media leg is gone".to_owned();
-                        }
-                    }
-                    kind @ ("response.output_audio_transcript.delta"
-                    | "response.output_audio_transcript.done"
-                    | "conversation.item.truncated") => {
-                        let Ok(t) = serde_json::from_str::<ItemText>(text.as_str()) else {
-                            continue;
-                        };
-                        match kind {
-                            "response.output_audio_transcript.delta" => {
-                                spoken.transcript_delta(&t.item_id, &t.delta)
-                            }
-                            "response.output_audio_transcript.done" => {
-                                spoken.done(&t.item_id, &t.transcript);
-                                // Behind the item's audio: resolves when it has played, or
-                                // `false` when a barge-in cleared it (a truncate follows).
-                                let (tx, rx) = oneshot::channel();
-                                if to_twilio.send(ToTwilio::Drain(tx)).await.is_err() {
-                                    break "the media leg is gone".to_owned();
-                                }
-                                let played = played_tx.clone();
-                                let item = t.item_id.into_owned();
-                                tokio::spawn(async move {
-                                    if !matches!(rx.await, Ok(false)) {
-                                        let _ = played.send(item);
-                                    }
-                                });
-                            }
-                            _ => spoken
-                                .truncated(&t.item_id, t.audio_end_ms)
-                                .into_iter()
-                                .for_each(said),
-                        }
-                    }
-                    kind => {
-                        match kind {
-                            // Held and unfinished lines go out before what follows them.
-                            "response.created"
-                            | "input_audio_buffer.committed"
-                            | "response.function_call_arguments.done" => {
-                                spoken.flush(false).into_iter().for_each(said);
-                            }
-                            "response.done" => spoken.response_done(),
-                            _ => {}
-                        }
-                        if let Some(ev) = control_event(kind, text.as_str(), &to_twilio).await {
-                            let _ = call.cast(CallMsg::Model(ev));
-                        }
-                    }
+                Err(_) => {
+                    let reason = format!(
+                        "could not open the model session: the model endpoint did not answer within {} s",
+                        CONNECT_TIMEOUT.as_secs()
+                    );
+                    let _ = call.cast(CallMsg::Model(ModelEvent::Closed(reason)));
+                    return;
                 }
             };
-            spoken.flush(true).into_iter().for_each(said);
-            let _ = call.cast(CallMsg::Model(ModelEvent::Closed(reason)));
+            let (mut sink, stream) = ws.split();
+            if let Err(e) = sink.send(Message::text(args.session_update)).await {
+                let reason = format!("the model connection failed: {e}");
+                let _ = call.cast(CallMsg::Model(ModelEvent::Closed(reason)));
+                return;
+            }
+            let _ = call.cast(CallMsg::Model(ModelEvent::Connected));
+            // One task, both directions: the writer keeps going after the reader ends, so
+            // the close frame still goes out when the call lets go.
+            tokio::join!(
+                write(sink, control_rx, args.from_twilio),
+                read(stream, call, args.to_twilio, last_lines_rx, stop),
+            );
         });
         Ok(ModelLegState {
             control,
             last_lines,
-            reader,
-            writer: Some(writer),
+            stop_reading,
+            session: Some(session),
         })
     }
 
@@ -250,11 +170,12 @@ impl Actor for ModelLeg {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ModelLegMsg::Send(text) => {
-                let _ = state.control.send(Some(text));
+            ModelLegMsg::Send(ev) => {
+                let _ = state.control.send(Ctl::Send(ev.to_json())).await;
             }
             ModelLegMsg::LastLines(playing, reply) => {
-                let _ = state.last_lines.send((playing, reply));
+                // Answered by the reader once connected; the caller's wait is bounded.
+                let _ = state.last_lines.try_send((playing, reply));
             }
         }
         Ok(())
@@ -265,13 +186,228 @@ impl Actor for ModelLeg {
         _me: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let control = &state.control;
-        crate::call::stop_socket(&state.reader, state.writer.take(), || {
-            let _ = control.send(None);
+        state.stop_reading.cancel();
+        let Some(mut session) = state.session.take() else {
+            return Ok(());
+        };
+        let control = state.control.clone();
+        let closed = tokio::time::timeout(Duration::from_secs(2), async {
+            let _ = control.send(Ctl::Close).await;
+            (&mut session).await
         })
         .await;
+        if closed.is_err() {
+            tracing::warn!("the model socket did not close within 2 s; dropped");
+            session.abort();
+        }
         Ok(())
     }
+}
+
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        msg = c.to_string();
+        cur = c.source();
+    }
+    msg
+}
+
+/// Sends control events and callee audio until Close, then a normal close frame. Callee
+/// audio ending (the media leg gone) does not end it: the call still closes us properly.
+async fn write(
+    mut sink: SplitSink<Ws, Message>,
+    mut control_rx: mpsc::Receiver<Ctl>,
+    mut from_twilio: mpsc::Receiver<String>,
+) {
+    let mut media_gone = false;
+    loop {
+        let text = tokio::select! {
+            biased;
+            c = control_rx.recv() => match c {
+                Some(Ctl::Send(t)) => t,
+                Some(Ctl::Close) | None => break,
+            },
+            a = from_twilio.recv(), if !media_gone => match a {
+                Some(t) => t,
+                None => { media_gone = true; continue; }
+            },
+        };
+        if sink.send(Message::text(text)).await.is_err() {
+            return;
+        }
+    }
+    let frame = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "call ended".into(),
+    };
+    let _ = sink.send(Message::Close(Some(frame))).await;
+    let _ = sink.close().await;
+}
+
+/// Reads server events until the socket ends or the leg stops, then says why to the call.
+async fn read(
+    mut stream: SplitStream<Ws>,
+    call: ActorRef<CallMsg>,
+    to_twilio: mpsc::Sender<ToTwilio>,
+    mut last_lines_rx: mpsc::Receiver<LastLinesRequest>,
+    stop: CancellationToken,
+) {
+    let mut spoken = Spoken::default();
+    // Drain markers behind each finished item's audio: they resolve when it has played
+    // (`true`) or a barge-in cleared it (`false`, a truncate follows).
+    let mut drains: FuturesUnordered<DrainWait> = FuturesUnordered::new();
+    let said = |line: Line| {
+        let _ = call.cast(CallMsg::Model(ModelEvent::AgentSaid {
+            text: line.text,
+            interrupted: line.interrupted,
+        }));
+    };
+    let reason = loop {
+        let msg = tokio::select! {
+            _ = stop.cancelled() => return,
+            m = stream.next() => m,
+            Some((item, played)) = drains.next(), if !drains.is_empty() => {
+                if !matches!(played, Ok(false)) {
+                    spoken.played(&item).into_iter().for_each(said);
+                }
+                continue;
+            }
+            Some((playing, reply)) = last_lines_rx.recv() => {
+                let _ = reply.send(spoken.last_lines(playing));
+                continue;
+            }
+        };
+        let Some(msg) = msg else {
+            break "the model connection closed".to_owned();
+        };
+        let text = match msg {
+            Ok(Message::Text(t)) => t,
+            Ok(Message::Close(frame)) => {
+                break match frame {
+                    Some(f) => format!(
+                        "the model closed the session ({} {})",
+                        u16::from(f.code),
+                        f.reason
+                    ),
+                    None => "the model closed the session".to_owned(),
+                };
+            }
+            Ok(_) => continue,
+            Err(e) => break format!("the model connection failed: {e}"),
+        };
+        let Ok(head) = serde_json::from_str::<Head>(text.as_str()) else {
+            tracing::warn!("unparseable model event ignored");
+            continue;
+        };
+        match head.kind.as_ref() {
+            "response.output_audio.delta" => {
+                let Ok(d) = serde_json::from_str::<AudioDelta>(text.as_str()) else {
+                    continue;
+                };
+                spoken.audio(&d.item_id, &d.delta);
+                let out = ToTwilio::Audio {
+                    item_id: d.item_id.into_owned(),
+                    payload: d.delta.into_owned(),
+                };
+                if to_twilio.send(out).await.is_err() {
+                    break "the media leg is gone".to_owned();
+                }
+            }
+            kind @ ("response.output_audio_transcript.delta"
+            | "response.output_audio_transcript.done"
+            | "conversation.item.truncated") => {
+                let Ok(t) = serde_json::from_str::<ItemText>(text.as_str()) else {
+                    continue;
+                };
+                match kind {
+                    "response.output_audio_transcript.delta" => {
+                        spoken.transcript_delta(&t.item_id, &t.delta)
+                    }
+                    "response.output_audio_transcript.done" => {
+                        spoken.done(&t.item_id, &t.transcript);
+                        let (tx, rx) = oneshot::channel();
+                        if to_twilio.send(ToTwilio::Drain(tx)).await.is_err() {
+                            break "the media leg is gone".to_owned();
+                        }
+                        let item = t.item_id.into_owned();
+                        drains.push(Box::pin(async move { (item, rx.await) }));
+                    }
+                    _ => spoken
+                        .truncated(&t.item_id, t.audio_end_ms)
+                        .into_iter()
+                        .for_each(said),
+                }
+            }
+            kind => {
+                match kind {
+                    // Held and unfinished lines go out before what follows them.
+                    "response.created"
+                    | "input_audio_buffer.committed"
+                    | "response.function_call_arguments.done" => {
+                        spoken.flush(false).into_iter().for_each(said);
+                    }
+                    "response.done" => spoken.response_done(),
+                    _ => {}
+                }
+                if let Some(ev) = control_event(kind, text.as_str(), &to_twilio).await {
+                    let _ = call.cast(CallMsg::Model(ev));
+                }
+            }
+        }
+    };
+    spoken.flush(true).into_iter().for_each(said);
+    let _ = call.cast(CallMsg::Model(ModelEvent::Closed(reason)));
+}
+
+#[derive(Deserialize)]
+struct TranscriptionDone<'a> {
+    #[serde(borrow)]
+    transcript: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct FunctionArgsDone<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow)]
+    call_id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    arguments: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct ResponseDone {
+    response: ResponseBody,
+}
+
+#[derive(Deserialize)]
+struct ResponseBody {
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+/// `response.done.usage` as the wire spells it (snake_case, unlike our public `Usage`).
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    input_tokens: u64,
+    #[serde(default)]
+    output_tokens: u64,
+    #[serde(default)]
+    total_tokens: u64,
+}
+
+#[derive(Deserialize)]
+struct ErrorEvent {
+    error: ErrorBody,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    message: Option<String>,
 }
 
 /// Server events the CallActor cares about; everything else is logged and ignored.
@@ -280,17 +416,20 @@ async fn control_event(
     text: &str,
     to_twilio: &mpsc::Sender<ToTwilio>,
 ) -> Option<ModelEvent> {
-    let v: serde_json::Value = serde_json::from_str(text).ok()?;
     match kind {
         "input_audio_buffer.speech_started" => Some(ModelEvent::SpeechStarted),
         "conversation.item.input_audio_transcription.completed" => {
-            Some(ModelEvent::CalleeSaid(v["transcript"].as_str()?.to_owned()))
+            let t: TranscriptionDone = serde_json::from_str(text).ok()?;
+            Some(ModelEvent::CalleeSaid(t.transcript.into_owned()))
         }
         "response.function_call_arguments.done" => {
-            let name = v["name"].as_str()?.to_owned();
-            let call_id = v["call_id"].as_str()?.to_owned();
-            let arguments = serde_json::from_str(v["arguments"].as_str().unwrap_or("{}"))
-                .unwrap_or(serde_json::Value::Null);
+            let f: FunctionArgsDone = serde_json::from_str(text).ok()?;
+            let arguments = serde_json::from_str(if f.arguments.is_empty() {
+                "{}"
+            } else {
+                &f.arguments
+            })
+            .unwrap_or(serde_json::Value::Null);
             // The drain marker travels behind the audio already queued for Twilio, so it
             // resolves only once the agent's last words have played.
             let (tx, rx) = oneshot::channel();
@@ -300,26 +439,29 @@ async fn control_event(
                 None
             };
             Some(ModelEvent::FunctionCall {
-                name,
-                call_id,
+                name: f.name.into_owned(),
+                call_id: f.call_id.into_owned(),
                 arguments,
                 drained,
             })
         }
         "response.done" => {
-            let u = &v["response"]["usage"];
+            let d: ResponseDone = serde_json::from_str(text).ok()?;
+            let u = d.response.usage?;
             Some(ModelEvent::Usage(Usage {
-                input_tokens: u["input_tokens"].as_u64().unwrap_or(0),
-                output_tokens: u["output_tokens"].as_u64().unwrap_or(0),
-                total_tokens: u["total_tokens"].as_u64().unwrap_or(0),
+                input_tokens: u.input_tokens,
+                output_tokens: u.output_tokens,
+                total_tokens: u.total_tokens,
             }))
         }
-        "error" => Some(ModelEvent::Error(
-            v["error"]["message"]
-                .as_str()
-                .unwrap_or("unknown model error")
-                .to_owned(),
-        )),
+        "error" => {
+            let e: ErrorEvent = serde_json::from_str(text).ok()?;
+            Some(ModelEvent::Error(
+                e.error
+                    .message
+                    .unwrap_or_else(|| "unknown model error".into()),
+            ))
+        }
         _ => {
             tracing::trace!(event = kind, "model event");
             None

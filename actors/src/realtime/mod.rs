@@ -99,21 +99,77 @@ fn send_dtmf_tool() -> serde_json::Value {
     })
 }
 
-pub fn response_create() -> String {
-    r#"{"type":"response.create"}"#.to_owned()
+/// What the call asks of the model session, typed; the model leg writes the JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToModel {
+    /// Speak now (the greeting, or after a tool result the agent must act on).
+    ResponseCreate,
+    /// The callee heard only `audio_end_ms` of `item_id` (barge-in).
+    Truncate { item_id: String, audio_end_ms: u64 },
+    /// The result of the agent's tool call.
+    FunctionOutput {
+        call_id: String,
+        output: serde_json::Value,
+    },
 }
 
-pub fn truncate(item_id: &str, audio_end_ms: u64) -> String {
-    json!({"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0, "audio_end_ms": audio_end_ms}).to_string()
+impl ToModel {
+    /// The client event as the GA interface spells it.
+    pub fn to_json(&self) -> String {
+        match self {
+            ToModel::ResponseCreate => r#"{"type":"response.create"}"#.to_owned(),
+            ToModel::Truncate {
+                item_id,
+                audio_end_ms,
+            } => json!({"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0, "audio_end_ms": audio_end_ms}).to_string(),
+            ToModel::FunctionOutput { call_id, output } => json!({"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": call_id, "output": output.to_string()}}).to_string(),
+        }
+    }
 }
 
-pub fn function_output(call_id: &str, output: &serde_json::Value) -> String {
-    json!({"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": call_id, "output": output.to_string()}}).to_string()
+/// `input_audio_buffer.append` around a base64 payload exactly as the carrier sent it: one
+/// allocation, no decode.
+pub fn input_audio_append(payload: &str) -> String {
+    const HEAD: &str = r#"{"type":"input_audio_buffer.append","audio":""#;
+    const TAIL: &str = r#""}"#;
+    let mut out = String::with_capacity(HEAD.len() + payload.len() + TAIL.len());
+    out.push_str(HEAD);
+    out.push_str(payload);
+    out.push_str(TAIL);
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_events_are_ga_json() {
+        let v: serde_json::Value = serde_json::from_str(&input_audio_append("f/9/fw==")).unwrap();
+        assert_eq!(
+            v,
+            json!({"type": "input_audio_buffer.append", "audio": "f/9/fw=="})
+        );
+        let t: serde_json::Value = serde_json::from_str(
+            &ToModel::Truncate {
+                item_id: "item_1".into(),
+                audio_end_ms: 1500,
+            }
+            .to_json(),
+        )
+        .unwrap();
+        assert_eq!(t["type"], "conversation.item.truncate");
+        assert_eq!(t["audio_end_ms"], 1500);
+        let o: serde_json::Value = serde_json::from_str(
+            &ToModel::FunctionOutput {
+                call_id: "c1".into(),
+                output: json!({"ok": true}),
+            }
+            .to_json(),
+        )
+        .unwrap();
+        assert_eq!(o["item"]["output"], r#"{"ok":true}"#);
+    }
 
     #[test]
     fn session_update_is_ga_pcmu_with_goal_and_context_verbatim() {
