@@ -8,7 +8,7 @@
 //! the bus's batching, and, for comparison, the rate when every event is its own transaction.
 
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use switchboard::engine::events::EventBus;
 use switchboard::engine::store::{SqliteStore, Store};

@@ -9,7 +9,8 @@
 use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};

@@ -1,5 +1,7 @@
 //! The real binary as an assistant starts it: `switchboard mcp --sim` on stdio. Stdout must
 //! carry nothing but JSON-RPC lines; the child is stopped by its own id.
+// A blocking child-process test with no async runtime, hence no tokio clock.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};

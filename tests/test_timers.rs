@@ -1,0 +1,69 @@
+//! The time-driven paths (maximum duration, ring timeout, the stream that should follow
+//! pressed keys) on paused tokio time: the whole system runs in one runtime whose clock jumps
+//! ahead whenever every task waits, so minutes of call time pass in moments and the timing
+//! is exact rather than "about right on a quiet machine".
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use switchboard_actors::{CallDetail, CallRequest, CallState};
+
+#[tokio::test(start_paused = true)]
+async fn max_duration_hangs_up_at_the_limit_on_paused_time() {
+    // No scenario claims this number: the callee answers and stays silent.
+    let stack = stack(vec![]).await;
+    let mut req = CallRequest::new("+12125550199", "Wait on the line");
+    req.max_duration_secs = Some(120);
+    let started = tokio::time::Instant::now();
+    let id = stack.engine.place_call(req).await.unwrap();
+    let rec = finished(&stack, id, Duration::from_secs(600)).await;
+    assert_eq!(
+        (rec.state, rec.detail),
+        (CallState::Completed, CallDetail::MaxDuration),
+        "{rec:?}"
+    );
+    assert_eq!(rec.duration_secs, 120, "{rec:?}");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(120) && elapsed < Duration::from_secs(125),
+        "ended {elapsed:?} after it was placed"
+    );
+    assert_no_violations(&stack);
+    stack.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unanswered_call_fails_when_the_ring_timeout_runs_out() {
+    let s = builtin("no_answer");
+    let stack = stack_with(vec![s.clone()], |_, c| {
+        c.engine.calls.ring_timeout_secs = 45
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    let id = stack.engine.place_call(request_for(&s)).await.unwrap();
+    // Still ringing just before the timeout …
+    tokio::time::sleep(Duration::from_secs(44)).await;
+    let rec = stack.engine.status(id).await.unwrap();
+    assert_eq!(
+        (rec.state, rec.detail),
+        (CallState::Dialing, CallDetail::Ringing),
+        "{rec:?}"
+    );
+    // … and failed as no-answer right after it.
+    let rec = finished(&stack, id, Duration::from_secs(60)).await;
+    assert_eq!(
+        (rec.state, rec.detail),
+        (CallState::Failed, CallDetail::NoAnswer),
+        "{rec:?}"
+    );
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(45) && elapsed < Duration::from_secs(47),
+        "failed {elapsed:?} after it was placed"
+    );
+    assert_eq!(rec.carrier_status.as_deref(), Some("no-answer"));
+    assert_no_violations(&stack);
+    stack.stop().await;
+}
