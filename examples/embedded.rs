@@ -1,6 +1,6 @@
 //! Using the engine from Rust: the `Engine` handle places a call, streams its events, waits
 //! for the end, and reads the transcript. Here the engine talks to the built-in simulator
-//! (`LocalStack`); with real accounts, build an `EngineConfig` and call `Engine::start`
+//! (`Stack`); with real accounts, build an `EngineConfig` and call `Engine::start`
 //! yourself, and serve `switchboard::http::app` where Twilio can reach it.
 //!
 //! `cargo run --example embedded`
@@ -8,18 +8,22 @@
 use std::time::Duration;
 
 use switchboard::config::Config;
-use switchboard::local::LocalStack;
 use switchboard::sim::{Scenario, SimConfig};
+use switchboard::stack::{Stack, StackOptions, Storage};
 use switchboard_actors::{CallRequest, Engine, EventKind};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let sim = SimConfig {
-        speed: 4.0,
-        ..SimConfig::default()
+    let mut config = Config::default();
+    config.server.bind = "127.0.0.1:0".into();
+    let options = StackOptions {
+        sim: Some(SimConfig {
+            speed: 4.0,
+            ..SimConfig::default()
+        }),
+        storage: Storage::Memory,
     };
-    let stack = LocalStack::start(sim, Config::default(), None).await?;
+    let stack = Stack::start(config, options).await?;
     let engine: Engine = stack.engine.clone();
 
     let scenario = Scenario::builtin_named("restaurant")

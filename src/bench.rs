@@ -22,10 +22,10 @@ use switchboard_actors::{CallId, CallRequest, CallState, Engine, EventKind};
 
 use crate::config::Config;
 use crate::http::{self, AppState};
-use crate::local::wire_to_endpoints;
 use crate::sim::SimEndpoints;
 use crate::sim::scenario::bench_scenarios;
 use crate::sim::stats::StatsReport;
+use crate::stack::wire_to_endpoints;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -74,7 +74,7 @@ pub struct BenchReport {
 
 /// Runs the benchmark, spawning `exe sim --bench-calls N` as the simulator.
 pub async fn run(exe: &std::path::Path, opts: &BenchOptions) -> Result<BenchReport, BenchError> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    switchboard_actors::tls::install_provider();
     let mut child = tokio::process::Command::new(exe)
         .args([
             "sim",

@@ -6,8 +6,9 @@
 pub mod bench;
 pub mod config;
 pub mod http;
-pub mod local;
 pub mod mcp;
+pub mod report;
 pub mod sim;
+pub mod stack;
 
 pub use switchboard_actors as engine;

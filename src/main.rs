@@ -3,24 +3,17 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
 
 use anyhow::{Context, Result, anyhow};
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use switchboard::config::Config;
-use switchboard::http::{self, AppState};
-use switchboard::local::{self, LocalStack};
+use switchboard::report;
 use switchboard::sim::{Scenario, SimConfig, Simulator};
-use switchboard_actors::outbox::{self, OutboxConfig};
-use switchboard_actors::store::{SqliteStore, Store};
-use switchboard_actors::{
-    CallId, CallRecord, CallRequest, CallState, Engine, EventKind, OutcomeStatus, Speaker,
-};
+use switchboard::stack::{Stack, StackOptions, Storage};
+use switchboard_actors::{CallRecord, CallRequest, CallState, Engine};
 
 #[derive(Parser)]
 #[command(
@@ -113,7 +106,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    switchboard_actors::tls::install_provider();
     let cli = Cli::parse();
     let quiet = matches!(cli.command, Command::Demo { .. } | Command::Call { .. });
     init_tracing(if quiet { "warn" } else { "info" });
@@ -193,12 +186,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             )
         }
         Command::Serve { sim } => {
-            let stack = Stack::start(Config::load(path)?, sim).await?;
+            let stack = Stack::start(Config::load(path)?, options(sim)).await?;
             println!(
                 "switchboard serving on http://{} (Ctrl-C to stop)",
-                stack.addr
+                stack.http_addr
             );
-            tracing::info!(addr = %stack.addr, sim, "serving");
+            tracing::info!(addr = %stack.http_addr, sim, "serving");
             wait_for_signal().await;
             tracing::info!("shutting down: hanging up live calls");
             stack.stop().await;
@@ -212,8 +205,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 // (and several assistants may each start their own copy).
                 config.server.bind = "127.0.0.1:0".into();
             }
-            let stack = Stack::start(config, sim).await?;
-            tracing::info!(addr = %stack.addr, sim, "MCP on stdio; HTTP frontend up");
+            let stack = Stack::start(config, options(sim)).await?;
+            tracing::info!(addr = %stack.http_addr, sim, "MCP on stdio; HTTP frontend up");
             let served =
                 switchboard::mcp::serve_stdio(stack.state.clone(), stack.shutdown.clone()).await;
             stack.stop().await;
@@ -232,7 +225,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 // Only the in-process simulator calls back, so any free loopback port will do.
                 config.server.bind = "127.0.0.1:0".into();
             }
-            let stack = Stack::start(config, sim).await?;
+            let stack = Stack::start(config, options(sim)).await?;
             if let Some(s) = &stack.sim {
                 let numbers = &s.state().config.scenarios;
                 if !numbers.iter().any(|sc| sc.number == to) {
@@ -260,7 +253,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let record = result?;
             let ok = record.state == CallState::Completed
                 && record.outcome.as_ref().is_some_and(|o| o.success);
-            Ok(report_violations(&violations) && ok).map(|ok| {
+            Ok(report::print_violations(&violations) && ok).map(|ok| {
                 if ok {
                     ExitCode::SUCCESS
                 } else {
@@ -271,90 +264,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// The engine, its HTTP frontend and (with `--sim`) the simulator behind it.
-struct Stack {
-    engine: Engine,
-    sim: Option<Simulator>,
-    addr: std::net::SocketAddr,
-    shutdown: CancellationToken,
-    http: tokio::task::JoinHandle<std::io::Result<()>>,
-    /// Webhook delivery and retention purges; they stop with `shutdown`.
-    background: Vec<tokio::task::JoinHandle<()>>,
-    state: AppState,
-}
-
-impl Stack {
-    async fn start(mut config: Config, with_sim: bool) -> Result<Stack> {
-        config.validate_server()?;
-        if !with_sim {
-            config.validate()?;
-        }
-        let listener = TcpListener::bind(config.server.bind.trim())
-            .await
-            .with_context(|| format!("server.bind: cannot listen on {}", config.server.bind))?;
-        let addr = listener.local_addr()?;
-        let sim = if with_sim {
-            let sim = Simulator::start(SimConfig::default()).await?;
-            local::wire_to_sim(&mut config, &sim);
-            let host = if addr.ip().is_unspecified() {
-                std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
-            } else {
-                addr
-            };
-            config.engine.public_url = format!("http://{host}");
-            config.validate()?;
-            Some(sim)
-        } else {
-            None
-        };
-        // Simulated calls get their own database, so they never mix with real ones and
-        // recovery never asks the simulator about real calls.
-        let data_dir = if with_sim {
-            config.store.data_dir.join("sim")
-        } else {
-            config.store.data_dir.clone()
-        };
-        let sqlite = SqliteStore::open(&data_dir)
-            .await
-            .with_context(|| format!("store.data_dir: cannot open {}", data_dir.display()))?;
-        // Engine::start reconciles calls left unfinished by the last run.
-        let shutdown = CancellationToken::new();
-        let outbox = outbox::spawn(
-            sqlite.clone(),
-            OutboxConfig::new(
-                config.store.webhook_urls.clone(),
-                config.store.webhook_secret.clone(),
-            ),
-            shutdown.clone(),
-        )?;
-        let retention = sqlite.spawn_retention(config.store.retention_days, shutdown.clone());
-        let store: Arc<dyn Store> = Arc::new(sqlite);
-        let engine = Engine::start(config.engine.clone(), store).await?;
-        let state = AppState::new(engine.clone(), Arc::new(config));
-        let http = tokio::spawn(http::run(listener, state.clone(), shutdown.clone()));
-        Ok(Stack {
-            engine,
-            sim,
-            addr,
-            shutdown,
-            http,
-            background: outbox.into_iter().chain([retention]).collect(),
-            state,
-        })
-    }
-
-    /// Live calls are hung up and their final state written before HTTP stops (Twilio's last
-    /// callbacks still need it).
-    async fn stop(self) {
-        self.engine.shutdown().await;
-        self.shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.http).await;
-        for task in self.background {
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-        }
-        if let Some(sim) = self.sim {
-            sim.shutdown().await;
-        }
+/// The stack's options for `--sim` (the built-in network, its own SQLite folder) or real
+/// accounts.
+fn options(sim: bool) -> StackOptions {
+    StackOptions {
+        sim: sim.then(SimConfig::default),
+        storage: Storage::Sqlite,
     }
 }
 
@@ -395,59 +310,34 @@ async fn demo(speed: f64, name: &str) -> Result<ExitCode> {
         speed,
         ..SimConfig::default()
     };
-    let stack = LocalStack::start(sim_config, Config::default(), None).await?;
+    let mut config = Config::default();
+    config.server.bind = "127.0.0.1:0".into();
+    let options = StackOptions {
+        sim: Some(sim_config),
+        storage: Storage::Memory,
+    };
+    let stack = Stack::start(config, options).await?;
+    let sim = stack.sim.as_ref().expect("started with the simulator");
     println!(
         "switchboard demo: scenario '{}' at {speed}x on a simulated phone network ({})",
         scenario.name,
-        stack.sim.twilio_api_base()
+        sim.twilio_api_base()
     );
     if !scenario.description.is_empty() {
         println!("  {}", scenario.description);
     }
     let mut request = CallRequest::new(scenario.number.clone(), scenario.agent.goal.clone());
     request.context = scenario.agent.context.clone();
-    let timeout = Duration::from_secs(120);
-    let result = place_and_watch(&stack.engine, request, timeout).await;
-    let violations = stack.sim.violations();
+    let result = place_and_watch(&stack.engine, request, Duration::from_secs(120)).await;
+    let violations = sim.violations();
     stack.stop().await;
     let record = result?;
-    let expected = match scenario.agent.expect_outcome.as_deref() {
-        Some("failure") => OutcomeStatus::Failure,
-        Some("unknown") => OutcomeStatus::Unknown,
-        _ => OutcomeStatus::Success,
-    };
-    let got = record
-        .outcome
-        .as_ref()
-        .map(|o| o.status)
-        .unwrap_or(OutcomeStatus::Failure);
-    let as_expected = got == expected;
-    if !as_expected {
-        println!("The scenario expected outcome {expected:?}, got {got:?}.");
-    }
-    Ok(if report_violations(&violations) && as_expected {
+    let as_expected = report::as_expected(&record, scenario.agent.expect_outcome);
+    Ok(if report::print_violations(&violations) && as_expected {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// Prints the simulator's protocol violations; true when there were none.
-fn report_violations(violations: &[switchboard::sim::Violation]) -> bool {
-    if violations.is_empty() {
-        return true;
-    }
-    println!(
-        "The simulator recorded {} protocol violation(s):",
-        violations.len()
-    );
-    for v in violations {
-        println!(
-            "  {}",
-            serde_json::to_string(v).unwrap_or_else(|_| format!("{v:?}"))
-        );
-    }
-    false
 }
 
 /// Places the call and prints its events as they happen until it ends (or `timeout`).
@@ -457,100 +347,11 @@ async fn place_and_watch(
     timeout: Duration,
 ) -> Result<CallRecord> {
     println!("Calling {}: {}", request.to, request.goal);
-    let started = Instant::now();
-    let id: CallId = engine.place_call(request).await?;
+    let id = engine.place_call(request).await?;
     println!("  call id {id}");
-    // Replay from the start of the log, so nothing between admission and now is missed.
-    let mut events = engine.subscribe_after(Some(id), 0);
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let ev = tokio::select! {
-            ev = events.next() => ev,
-            _ = tokio::time::sleep_until(deadline) => {
-                println!("  gave up waiting after {}s; canceling", timeout.as_secs());
-                let _ = engine.cancel(id).await;
-                break;
-            }
-        };
-        let Some(ev) = ev else { break };
-        let t = started.elapsed().as_secs_f64();
-        match &ev.kind {
-            EventKind::State {
-                state,
-                detail,
-                reason,
-            } => {
-                let detail = serde_json::to_value(detail)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                match reason {
-                    Some(r) => println!("  [{t:5.1}s] {state} ({detail}): {r}"),
-                    None => println!("  [{t:5.1}s] {state} ({detail})"),
-                }
-            }
-            // The state lines already say queued / ringing / answered.
-            EventKind::Carrier { .. } => {}
-            EventKind::Transcript {
-                speaker,
-                text,
-                interrupted,
-                ..
-            } => {
-                let who = match speaker {
-                    Speaker::Agent => "Agent: ",
-                    Speaker::Callee => "Callee:",
-                };
-                let cut = if *interrupted { " [interrupted]" } else { "" };
-                println!("  {who} {text}{cut}");
-            }
-            EventKind::Dtmf { digits } => println!("  [{t:5.1}s] callee pressed: {digits}"),
-            EventKind::ToolCall { name, arguments } if name == "send_dtmf" => {
-                println!(
-                    "  [{t:5.1}s] agent pressed: {}",
-                    arguments["digits"].as_str().unwrap_or("")
-                )
-            }
-            EventKind::ToolCall { name, .. } => println!("  [{t:5.1}s] agent used {name}"),
-            EventKind::Error { message } => println!("  [{t:5.1}s] error: {message}"),
-            EventKind::Created { .. } => {}
-            EventKind::Ended { .. } => break,
-        }
-    }
-    let record = engine.status(id).await?;
-    print_outcome(&record);
+    let record = report::watch(engine, id, timeout).await?;
+    report::print_outcome(&record);
     Ok(record)
-}
-
-fn print_outcome(r: &CallRecord) {
-    println!(
-        "Call {} ended: {} after {}s{}",
-        r.id,
-        r.state,
-        r.duration_secs,
-        r.reason
-            .as_deref()
-            .map(|x| format!(" ({x})"))
-            .unwrap_or_default()
-    );
-    match &r.outcome {
-        Some(o) => {
-            let status = if o.success { "success" } else { "not achieved" };
-            println!("Outcome: {status}: {}", o.summary);
-            // The agent's own arguments repeat outcome and summary; show only what they add.
-            if let Some(serde_json::Value::Object(m)) = &o.data {
-                let extra: serde_json::Map<_, _> = m
-                    .iter()
-                    .filter(|(k, _)| *k != "outcome" && *k != "summary")
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                if !extra.is_empty() {
-                    println!("Result: {}", serde_json::Value::Object(extra));
-                }
-            }
-        }
-        None => println!("Outcome: none reported"),
-    }
 }
 
 /// The simulator as the load generator's child: generated calls, frame clock on, one JSON line
@@ -625,7 +426,7 @@ async fn sim(port: u16, speed: f64, dir: Option<PathBuf>) -> Result<ExitCode> {
     wait_for_signal().await;
     let violations = sim.violations();
     sim.shutdown().await;
-    Ok(if report_violations(&violations) {
+    Ok(if report::print_violations(&violations) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -15,7 +15,7 @@ async fn ends_as(
     s: &switchboard::sim::Scenario,
     state: CallState,
     detail: CallDetail,
-) -> (switchboard::local::LocalStack, CallId, CallRecord) {
+) -> (switchboard::stack::Stack, CallId, CallRecord) {
     let stack = stack(vec![s.clone()]).await;
     let id = stack.engine.place_call(request_for(s)).await.unwrap();
     let rec = finished(&stack, id, WITHIN).await;
@@ -31,9 +31,9 @@ fn restaurant_on(number: &str) -> switchboard::sim::Scenario {
 }
 
 async fn sim_call_ended(
-    stack: &switchboard::local::LocalStack,
+    stack: &switchboard::stack::Stack,
 ) -> switchboard::sim::twilio::CallSummary {
-    let sim = stack.sim.state().clone();
+    let sim = stack.sim().state().clone();
     let done = ["completed", "busy", "no-answer", "failed", "canceled"];
     assert!(
         eventually(Duration::from_secs(10), || sim
@@ -100,7 +100,7 @@ async fn trial_account_refusal_21219_fails_with_the_plain_reason() {
         "{reason}"
     );
     assert!(
-        stack.sim.state().twilio.calls().is_empty(),
+        stack.sim().state().twilio.calls().is_empty(),
         "no carrier call was created"
     );
     assert_no_violations(&stack);
@@ -248,7 +248,7 @@ async fn twilio_socket_dropped_fails_and_closes_the_model() {
     let mut s = restaurant_on("+12125550153");
     s.faults.media_drop_at_ms = Some(3000);
     let (stack, _, _) = ends_as(&s, CallState::Failed, CallDetail::MediaDisconnected).await;
-    let sim = stack.sim.state().clone();
+    let sim = stack.sim().state().clone();
     assert!(
         eventually(Duration::from_secs(5), || sim
             .realtime

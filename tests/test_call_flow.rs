@@ -5,13 +5,13 @@ mod support;
 use std::time::Duration;
 
 use support::*;
-use switchboard::local::LocalStack;
 use switchboard::sim::Scenario;
 use switchboard::sim::twilio::CallSummary;
+use switchboard::stack::Stack;
 use switchboard_actors::{CallDetail, CallId, CallState, EventKind, Speaker};
 
 /// Places the scenario's call and waits for the agent to end it successfully.
-async fn agent_completes(scenario: &Scenario) -> (LocalStack, CallId) {
+async fn agent_completes(scenario: &Scenario) -> (Stack, CallId) {
     let stack = stack(vec![scenario.clone()]).await;
     let id = stack
         .engine
@@ -34,12 +34,7 @@ async fn agent_completes(scenario: &Scenario) -> (LocalStack, CallId) {
 }
 
 /// The transcript's lines of one speaker, and the scenario's lines for the same speaker.
-async fn lines(
-    stack: &LocalStack,
-    id: CallId,
-    scenario: &Scenario,
-    who: Speaker,
-) -> [Vec<String>; 2] {
+async fn lines(stack: &Stack, id: CallId, scenario: &Scenario, who: Speaker) -> [Vec<String>; 2] {
     let turns = stack.engine.transcript(id).await.unwrap();
     let got = turns
         .iter()
@@ -58,8 +53,8 @@ async fn lines(
 }
 
 /// The simulator's record of the (single) carrier call, once Twilio has it completed.
-async fn carrier_call(stack: &LocalStack) -> CallSummary {
-    let sim = stack.sim.state().clone();
+async fn carrier_call(stack: &Stack) -> CallSummary {
+    let sim = stack.sim().state().clone();
     assert!(
         eventually(Duration::from_secs(5), || sim
             .twilio
@@ -108,7 +103,7 @@ async fn restaurant_booking_happy_path() {
 }
 
 /// Every event of a finished call, from the log.
-async fn logged_events(stack: &LocalStack, id: CallId) -> Vec<EventKind> {
+async fn logged_events(stack: &Stack, id: CallId) -> Vec<EventKind> {
     let mut events = stack.engine.subscribe_after(Some(id), 0);
     let mut out = Vec::new();
     while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(2), events.next()).await {
@@ -151,7 +146,7 @@ async fn ivr_menu_the_agent_presses_a_key_and_the_call_goes_on_over_a_new_stream
     assert_ne!(a["token"], b["token"], "each stream needs a fresh token");
     assert_eq!(call.agent_heard, script_agent);
     // The model's view: one session for the whole call, told the keys were pressed.
-    let sessions = stack.sim.state().realtime.sessions();
+    let sessions = stack.sim().state().realtime.sessions();
     assert_eq!(
         sessions.len(),
         1,
@@ -184,7 +179,7 @@ async fn keys_that_are_not_keys_are_refused_to_the_agent_and_never_reach_the_car
         .place_call(request_for(&scenario))
         .await
         .unwrap();
-    let sim = stack.sim.state().clone();
+    let sim = stack.sim().state().clone();
     assert!(
         eventually(Duration::from_secs(30), || sim
             .realtime

@@ -91,7 +91,7 @@ async fn a_panicking_call_fails_alone_and_its_carrier_call_is_hung_up() {
         );
     }
     let sid = rec.carrier_call_sid.unwrap();
-    let sim = stack.sim.state().clone();
+    let sim = stack.sim().state().clone();
     assert!(
         eventually(Duration::from_secs(10), || sim
             .twilio
@@ -137,7 +137,7 @@ async fn barge_in_case(s: switchboard::sim::Scenario, still_generating: bool) {
         "{rec:?}"
     );
 
-    let sim = stack.sim.state().clone();
+    let sim = stack.sim().state().clone();
     let session = sim.realtime.sessions().remove(0);
     assert_eq!(session.truncations.len(), 1, "{session:?}");
     let heard_ms = session.truncations[0].1;

@@ -62,7 +62,7 @@ fn bad_config_file_value_is_named() {
 /// `curl` itself (as the README shows) and with reqwest.
 #[tokio::test]
 async fn sim_prints_settings_and_accepts_a_rest_create() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    switchboard_actors::tls::install_provider();
     let sim = StandaloneSim::start(&[]);
     let printed = &sim.printed;
     for k in [
@@ -186,7 +186,7 @@ fn demo_with_unknown_scenario_lists_the_real_ones() {
 /// simulator.
 #[tokio::test]
 async fn serve_with_sim_needs_no_accounts() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    switchboard_actors::tls::install_provider();
     let mut cmd = clean_command(&["serve", "--sim"]);
     cmd.env("SWITCHBOARD_SERVER__BIND", "127.0.0.1:0");
     let mut running = Running(cmd.spawn().expect("spawn"));

@@ -86,7 +86,7 @@ async fn place(http: &reqwest::Client, base: &str, to: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_dash_nine_mid_call_then_restart_recovers_everything() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    switchboard_actors::tls::install_provider();
     // Real-time speech, so the conversation is still going when the engine is killed.
     let sim = StandaloneSim::start(&["--speed", "1"]);
     assert!(

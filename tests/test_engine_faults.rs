@@ -73,6 +73,6 @@ async fn a_dead_event_writer_refuses_new_calls_everywhere_with_the_documented_er
     served.await.unwrap();
 
     // Nothing was dialed.
-    assert!(stack.sim.state().twilio.calls().is_empty());
+    assert!(stack.sim().state().twilio.calls().is_empty());
     stack.stop().await;
 }

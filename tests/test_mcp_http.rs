@@ -15,7 +15,7 @@ use support::*;
 
 const TOKEN: &str = "test-token-123";
 
-async fn guarded_stack() -> switchboard::local::LocalStack {
+async fn guarded_stack() -> switchboard::stack::Stack {
     stack_with(vec![builtin("restaurant")], |_, c| {
         c.server.api_token = Some(SecretString::from(TOKEN.to_owned()));
     })
@@ -23,7 +23,7 @@ async fn guarded_stack() -> switchboard::local::LocalStack {
 }
 
 fn http() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    switchboard_actors::tls::install_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
@@ -77,7 +77,7 @@ async fn missing_or_wrong_token_is_401_on_both_transports() {
         .expect_err("wrong token");
     assert!(format!("{err}").contains("401"), "{err}");
     // Nothing ran: no call was placed.
-    assert!(stack.sim.state().twilio.calls().is_empty());
+    assert!(stack.sim().state().twilio.calls().is_empty());
     stack.stop().await;
 }
 
@@ -193,7 +193,7 @@ async fn until_reply(
 }
 
 async fn ws_connect(
-    stack: &switchboard::local::LocalStack,
+    stack: &switchboard::stack::Stack,
 ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
     let mut req = format!("ws://{}/mcp/ws", stack.http_addr)
         .into_client_request()

@@ -51,9 +51,7 @@ impl ClientHandler for Recorder {
 
 type Client = RunningService<RoleClient, Recorder>;
 
-async fn connect(
-    stack: &switchboard::local::LocalStack,
-) -> (Client, mpsc::UnboundedReceiver<Pushed>) {
+async fn connect(stack: &switchboard::stack::Stack) -> (Client, mpsc::UnboundedReceiver<Pushed>) {
     let (s, c) = tokio::io::duplex(64 * 1024);
     let server = TelephonyServer::new(stack.engine.clone());
     tokio::spawn(async move {

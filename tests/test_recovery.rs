@@ -315,11 +315,11 @@ async fn crash_mid_call_then_recovery_against_the_simulator() {
     use switchboard::http::{self, AppState};
     use switchboard::sim::{SimConfig, Simulator};
 
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    switchboard_actors::tls::install_provider();
     let dir = TempDir::new("recovery-crash");
     let sim = Simulator::start(SimConfig::default()).await.unwrap();
     let mut config = Config::default();
-    switchboard::local::wire_to_sim(&mut config, &sim);
+    switchboard::stack::wire_to_endpoints(&mut config, &sim.endpoints());
     let carrier_cfg = config.engine.twilio.clone();
 
     let doomed = tokio::runtime::Builder::new_multi_thread()

@@ -203,7 +203,7 @@ async fn a_call_through_every_route() {
         .await
         .unwrap();
     assert_eq!(served, switchboard::http::api::openapi_document());
-    assert!(s.stack.sim.violations().is_empty());
+    assert!(s.stack.sim.as_ref().unwrap().violations().is_empty());
     s.stop().await;
 }
 

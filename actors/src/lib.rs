@@ -47,6 +47,7 @@ pub mod realtime;
 pub mod recovery;
 pub mod store;
 pub mod supervisor;
+pub mod tls;
 pub mod twilio;
 
 pub use config::EngineConfig;

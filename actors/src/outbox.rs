@@ -166,7 +166,7 @@ pub fn spawn(
             "store.webhook_secret is not set: post-call webhooks go out unsigned; receivers cannot authenticate them"
         );
     }
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::tls::install_provider();
     let client = reqwest::Client::builder()
         .timeout(config.request_timeout)
         .redirect(reqwest::redirect::Policy::none())

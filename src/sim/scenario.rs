@@ -85,9 +85,20 @@ pub struct AgentBrief {
     pub goal: String,
     #[serde(default)]
     pub context: Option<String>,
-    /// Outcome the test expects the engine to report (`success`, `failure`, `unknown`).
+    /// Outcome the scenario expects the engine to report; `success` when not given.
     #[serde(default)]
-    pub expect_outcome: Option<String>,
+    pub expect_outcome: ExpectedOutcome,
+}
+
+/// What a scenario's call should end with. Unknown spellings are refused when the scenario
+/// loads, so a typo cannot quietly count as success or as failure.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpectedOutcome {
+    #[default]
+    Success,
+    Failure,
+    Unknown,
 }
 
 /// One line of the script. Exactly one of `agent`, `callee`, `dtmf`, `expect_digits`, `hangup`,
@@ -285,7 +296,7 @@ pub fn bench_scenarios(n: usize, turns: usize) -> Vec<Scenario> {
                 agent: AgentBrief {
                     goal: format!("Confirm the booking details for bench call number {i}"),
                     context: None,
-                    expect_outcome: Some("success".into()),
+                    expect_outcome: ExpectedOutcome::Success,
                 },
                 script,
                 faults: Faults::default(),

@@ -5,22 +5,22 @@
 use std::time::Duration;
 
 use switchboard::config::Config;
-use switchboard::local::LocalStack;
-use switchboard::sim::SimConfig;
 use switchboard::sim::scenario::Scenario;
+use switchboard::sim::{SimConfig, Simulator};
+use switchboard::stack::{Stack, StackOptions, Storage};
 use switchboard_actors::{CallId, CallRecord, CallRequest};
 
 /// Simulated time runs this many times faster than real time in tests.
 pub const SPEED: f64 = 4.0;
 
-pub async fn stack(scenarios: Vec<Scenario>) -> LocalStack {
+pub async fn stack(scenarios: Vec<Scenario>) -> Stack {
     stack_with(scenarios, |_, _| {}).await
 }
 
 pub async fn stack_with(
     scenarios: Vec<Scenario>,
     tweak: impl FnOnce(&mut SimConfig, &mut Config),
-) -> LocalStack {
+) -> Stack {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -34,9 +34,26 @@ pub async fn stack_with(
     config.server.bind = "127.0.0.1:0".into();
     config.engine.calls.ring_timeout_secs = 10;
     tweak(&mut sim, &mut config);
-    LocalStack::start(sim, config, None)
+    let options = StackOptions {
+        sim: Some(sim),
+        storage: Storage::Memory,
+    };
+    Stack::start(config, options)
         .await
-        .expect("the local stack starts")
+        .expect("the stack starts")
+}
+
+/// The simulator of a stack the tests started with one.
+pub trait Simulated {
+    fn sim(&self) -> &Simulator;
+}
+
+impl Simulated for Stack {
+    fn sim(&self) -> &Simulator {
+        self.sim
+            .as_ref()
+            .expect("the test stack runs the simulator")
+    }
 }
 
 pub fn builtin(name: &str) -> Scenario {
@@ -50,7 +67,7 @@ pub fn request_for(s: &Scenario) -> CallRequest {
 }
 
 /// Waits for the call to end (bounded), returning its final record.
-pub async fn finished(stack: &LocalStack, id: CallId, within: Duration) -> CallRecord {
+pub async fn finished(stack: &Stack, id: CallId, within: Duration) -> CallRecord {
     let rec = stack
         .engine
         .wait(id, within)
@@ -77,8 +94,8 @@ pub async fn eventually<F: FnMut() -> bool>(within: Duration, mut cond: F) -> bo
     }
 }
 
-pub fn assert_no_violations(stack: &LocalStack) {
-    let v = stack.sim.violations();
+pub fn assert_no_violations(stack: &Stack) {
+    let v = stack.sim().violations();
     assert!(
         v.is_empty(),
         "simulator recorded protocol violations: {v:#?}"

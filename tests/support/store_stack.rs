@@ -8,8 +8,8 @@ use std::time::Duration;
 use secrecy::SecretString;
 use switchboard::config::Config;
 use switchboard::engine::store::SqliteStore;
-use switchboard::local::LocalStack;
 use switchboard::sim::SimConfig;
+use switchboard::stack::{self as system, StackOptions, Storage};
 
 use super::store_tmp::TempDir;
 
@@ -18,7 +18,7 @@ pub const TOKEN: &str = "test-api-token";
 pub const RESTAURANT: &str = "+12125550134";
 
 pub struct Stack {
-    pub stack: LocalStack,
+    pub stack: system::Stack,
     pub store: Arc<SqliteStore>,
     pub base: String,
     pub http: reqwest::Client,
@@ -31,7 +31,7 @@ pub async fn start(tag: &str, tweak: impl FnOnce(&mut Config)) -> Stack {
 }
 
 pub async fn start_in(dir: TempDir, tweak: impl FnOnce(&mut Config)) -> Stack {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    switchboard_actors::tls::install_provider();
     let store = Arc::new(SqliteStore::open(dir.path()).await.expect("open store"));
     let mut config = Config::default();
     config.server.bind = "127.0.0.1:0".into();
@@ -43,9 +43,13 @@ pub async fn start_in(dir: TempDir, tweak: impl FnOnce(&mut Config)) -> Stack {
         speed: 4.0,
         ..SimConfig::default()
     };
-    let stack = LocalStack::start(sim, config, Some(store.clone()))
+    let options = StackOptions {
+        sim: Some(sim),
+        storage: Storage::Given(store.clone()),
+    };
+    let stack = system::Stack::start(config, options)
         .await
-        .expect("local stack starts");
+        .expect("the stack starts");
     let base = format!("http://{}", stack.http_addr);
     Stack {
         stack,

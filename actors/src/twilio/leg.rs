@@ -419,6 +419,9 @@ async fn write(
 ) -> Option<mpsc::Receiver<ToTwilio>> {
     let sid = loop {
         tokio::select! {
+            // A refusal (the reader dropped `sid_tx`) is always seen before the Close that
+            // follows it, so the peer gets 1008, not 1000.
+            biased;
             s = &mut sid_rx => break s.ok(),
             c = control_rx.recv() => match c {
                 Some(Ctl::Audio(rx)) => from_model = Some(rx),

@@ -91,7 +91,7 @@ pub struct TwilioRest {
 
 impl TwilioRest {
     pub fn new(cfg: &TwilioConfig) -> TwilioRest {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::tls::install_provider();
         TwilioRest {
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(15))
