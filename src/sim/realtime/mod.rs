@@ -5,6 +5,7 @@
 //! `voice`), so it needs nothing from the engine but the wire protocol.
 
 mod session;
+mod validate;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
