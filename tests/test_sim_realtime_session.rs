@@ -7,12 +7,17 @@ mod harness;
 #[path = "support/wire.rs"]
 mod wire;
 
+use std::time::Duration;
+
 use futures_util::SinkExt;
 use harness::*;
 use serde_json::{Value, json};
-use std::time::Duration;
+use switchboard::sim::Simulator;
 use tokio::time::Instant;
+use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use wire::assert_shape;
 
 // ------------------------------------------------------------------ handshake (sheet §0, §1)
@@ -430,5 +435,73 @@ async fn each_class_of_client_mistake_is_recorded_with_the_session_and_the_messa
             && x["rule"] == "invalid-json"),
         "{over_http:?}"
     );
+    sim.shutdown().await;
+}
+
+// ------------------------------------------------------------------ how the socket ends
+
+const DROPPED: &str = "model-socket-dropped-without-close";
+
+/// Polls until the session's summary says who closed it.
+async fn closed_by(sim: &Simulator, session: &str) -> String {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let s = sim.state().realtime.sessions();
+        if let Some(by) = s
+            .iter()
+            .find(|s| s.id == session)
+            .and_then(|s| s.closed_by.clone())
+        {
+            return by;
+        }
+        assert!(Instant::now() < deadline, "session {session} never closed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every socket the engine closes on purpose gets a close frame; one that just ends (EOF, or a
+/// reset from an aborted connection) is a violation.
+#[tokio::test]
+async fn a_model_socket_the_engine_drops_without_a_close_frame_is_a_violation() {
+    let sim = sim().await;
+    for reset in [false, true] {
+        let mut c = connect(&sim, Connect::default()).await;
+        let id = c.start("You are a test of how sockets end.").await;
+        if reset {
+            // SO_LINGER 0: the kernel answers the close with RST instead of FIN.
+            let MaybeTlsStream::Plain(tcp) = c.ws.get_ref() else {
+                panic!("loopback is plain TCP")
+            };
+            tcp.set_zero_linger().unwrap();
+        }
+        drop(c);
+        assert_eq!(closed_by(&sim, &id).await, "client");
+        let v = violations_of(&sim, &id);
+        assert_eq!(
+            v.iter().map(|(r, _, _)| r.as_str()).collect::<Vec<_>>(),
+            [DROPPED],
+            "reset {reset}: {v:?}"
+        );
+        assert!(v[0].1.contains(&id), "names the session: {v:?}");
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_model_socket_the_engine_closes_with_1000_is_no_violation() {
+    let sim = sim().await;
+    let mut c = connect(&sim, Connect::default()).await;
+    let id = c.start("You are a test of how sockets end.").await;
+    c.ws.send(Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    })))
+    .await
+    .unwrap();
+    // The simulator answers the close, completing the handshake.
+    let (frame, _) = c.until_closed().await;
+    assert_eq!(frame.map(|f| u16::from(f.code)), Some(1000));
+    assert_eq!(closed_by(&sim, &id).await, "client");
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
     sim.shutdown().await;
 }

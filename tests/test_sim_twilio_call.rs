@@ -7,10 +7,11 @@ mod harness;
 #[path = "support/wire.rs"]
 mod wire;
 
+use std::time::Duration;
+
 use base64::Engine as _;
 use harness::*;
 use serde_json::{Value, json};
-use std::time::Duration;
 use switchboard::sim::voice::FRAME_BYTES;
 use switchboard::sim::{Scenario, SimConfig};
 use tokio::time::Instant;
@@ -444,6 +445,7 @@ dtmf = "1#"
         .await;
     assert_eq!(status, 200);
     m.until("stop").await;
+    m.until_closed().await;
     let c = wait_sim_call(&sim, &sid, |c| c["status"] == "completed").await;
     assert_eq!(
         c["twiml_verbs"],

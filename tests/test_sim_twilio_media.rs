@@ -7,11 +7,12 @@ mod harness;
 #[path = "support/wire.rs"]
 mod wire;
 
-use axum::extract::ws::Message;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message};
 use base64::Engine as _;
 use harness::*;
 use serde_json::{Value, json};
-use std::time::Duration;
 use switchboard::sim::voice::FRAME_BYTES;
 use switchboard::sim::{Scenario, Simulator};
 use tokio::time::Instant;
@@ -236,5 +237,95 @@ async fn each_media_stream_mistake_is_a_violation_with_the_call_and_message() {
             && x["rule"] == "mark-without-name"),
         "{over_http:?}"
     );
+    sim.shutdown().await;
+}
+
+// ------------------------------------------------------------------ how the socket ends
+
+const DROPPED: &str = "media-socket-dropped-without-close";
+
+/// Every socket the engine closes on purpose gets a close frame; one that just ends (an
+/// aborted writer, a crash) is a violation, and so is one that leaves the simulator's own
+/// close unanswered.
+#[tokio::test]
+async fn a_media_socket_the_engine_drops_without_a_close_frame_is_a_violation() {
+    let (sim, rest, mut app, from, urls) = harness().await;
+
+    // The engine's end goes away mid-stream: EOF, no close frame. The TwiML goes on and ends.
+    let sid = rest.create(&call_params(&urls, RESTAURANT, &from)).await.1["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, mut m) = app.next_socket().await;
+    m.handshake(&sid, sim.account_sid()).await;
+    let stream = m.stream_sid.clone();
+    drop(m);
+    let c = wait_sim_call(&sim, &sid, |c| c["status"] == "completed").await;
+    assert_eq!(c["ended_by"], "twiml-end");
+    let v = violations_of(&sim, Some(&sid));
+    assert_eq!(
+        v.iter().map(|(r, _, _)| r.as_str()).collect::<Vec<_>>(),
+        [DROPPED],
+        "{v:?}"
+    );
+    assert!(v[0].1.contains(&stream), "names the stream: {v:?}");
+    // tungstenite reports a bare EOF as a reset without the closing handshake.
+    assert!(
+        ["EOF", "without closing handshake"]
+            .iter()
+            .any(|w| v[0].1.contains(w)),
+        "says what happened: {v:?}"
+    );
+
+    // The simulator ends the call (stop, then its close); the engine reads `stop` and then
+    // never answers the close.
+    let sid = rest.create(&call_params(&urls, RESTAURANT, &from)).await.1["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, mut m) = app.next_socket().await;
+    m.handshake(&sid, sim.account_sid()).await;
+    rest.update(&sid, &[("Status", "completed")]).await;
+    m.until("stop").await;
+    let stopped = Instant::now();
+    let c = wait_sim_call(&sim, &sid, |c| c["status"] == "completed").await;
+    assert_eq!(c["ended_by"], "api-completed");
+    assert!(
+        stopped.elapsed() >= Duration::from_millis(1500),
+        "the engine gets its 2 s to answer: {:?}",
+        stopped.elapsed()
+    );
+    let v = violations_of(&sim, Some(&sid));
+    assert_eq!(
+        v.iter().map(|(r, _, _)| r.as_str()).collect::<Vec<_>>(),
+        [DROPPED],
+        "{v:?}"
+    );
+    assert!(v[0].1.contains("no reply close frame"), "{v:?}");
+    drop(m);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_media_socket_the_engine_closes_with_1000_is_no_violation() {
+    let (sim, rest, mut app, from, urls) = harness().await;
+    let sid = rest.create(&call_params(&urls, RESTAURANT, &from)).await.1["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, mut m) = app.next_socket().await;
+    m.handshake(&sid, sim.account_sid()).await;
+    m.ws.send(Message::Close(Some(CloseFrame {
+        code: 1000,
+        reason: "".into(),
+    })))
+    .await
+    .unwrap();
+    // The simulator answers with its own close frame, and sends no `stop` (the engine closed).
+    m.until_closed().await;
+    assert!(m.log.iter().all(|(_, v)| v["event"] != "stop"));
+    let c = wait_sim_call(&sim, &sid, |c| c["status"] == "completed").await;
+    assert_eq!(c["ended_by"], "twiml-end");
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
     sim.shutdown().await;
 }

@@ -7,9 +7,10 @@ mod harness;
 #[path = "support/wire.rs"]
 mod wire;
 
+use std::time::Duration;
+
 use harness::*;
 use serde_json::{Value, json};
-use std::time::Duration;
 use switchboard::sim::{Scenario, SimConfig};
 use wire::assert_shape;
 

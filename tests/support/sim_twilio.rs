@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -261,9 +261,23 @@ impl Media {
                     self.log.push((Instant::now(), v.clone()));
                     return Some(v);
                 }
-                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(Message::Close(_)) => {
+                    // Answer the close as an application must: axum queues the reply close
+                    // frame, and it goes out on the next read, write or flush.
+                    let _ = self.ws.flush().await;
+                    return None;
+                }
+                Err(_) => return None,
                 Ok(_) => continue,
             }
+        }
+    }
+
+    /// Reads (anything in flight) until the simulator closes the socket, and answers its close.
+    pub async fn until_closed(&mut self) {
+        let deadline = Instant::now() + STEP;
+        while self.next(STEP).await.is_some() {
+            assert!(Instant::now() < deadline, "the stream never closed");
         }
     }
 

@@ -89,7 +89,8 @@ pub struct SessionSummary {
     pub tool_calls: Vec<String>,
     pub function_outputs: Vec<String>,
     pub appended_bytes: u64,
-    /// `client` (the engine closed), `dropped` (fault), `error` (fault), `server`.
+    /// `client` (the engine ended it; without a close frame that is also a violation),
+    /// `dropped` (fault), `error` (fault), `server`.
     pub closed_by: Option<String>,
 }
 

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
-use futures_util::stream::SplitSink;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -27,6 +27,11 @@ use response::Resp;
 use vad::Vad;
 
 type Tx = SplitSink<WebSocket, Message>;
+type Rx = SplitStream<WebSocket>;
+
+/// How long a failing socket has to deliver the engine's close frame before it counts as
+/// dropped without one.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 struct Session {
     st: Arc<SimState>,
@@ -97,6 +102,7 @@ pub(super) async fn run(st: Arc<SimState>, socket: WebSocket, model: String) {
         .await
         .is_err()
     {
+        s.expect_close(&mut tx, &mut rx).await;
         return;
     }
     let far = Instant::now() + Duration::from_secs(86_400 * 365);
@@ -121,15 +127,37 @@ pub(super) async fn run(st: Arc<SimState>, socket: WebSocket, model: String) {
             .unwrap_or(far);
         tokio::select! {
             msg = rx.next() => match msg {
-                Some(Ok(Message::Text(t))) => { if s.on_client(&mut tx, t.as_str()).await.is_err() { break "client"; } }
+                Some(Ok(Message::Text(t))) => {
+                    if s.on_client(&mut tx, t.as_str()).await.is_err() {
+                        s.expect_close(&mut tx, &mut rx).await;
+                        break "client";
+                    }
+                }
                 Some(Ok(Message::Binary(_))) => {
                     s.violation("binary-frame", "binary frames are not supported", "<binary>");
                     let _ = s.error(&mut tx, "invalid_event", "binary frames are not supported", None).await;
                 }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break "client",
+                Some(Ok(Message::Close(_))) => {
+                    // Sends the reply close frame tungstenite queued, completing the handshake.
+                    let _ = tx.flush().await;
+                    break "client";
+                }
+                None => {
+                    s.dropped("the connection ended (EOF)");
+                    break "client";
+                }
+                Some(Err(e)) => {
+                    s.dropped(&format!("reading failed: {e}"));
+                    break "client";
+                }
                 Some(Ok(_)) => {}
             },
-            _ = tokio::time::sleep_until(resp_at) => { if s.step_response(&mut tx).await.is_err() { break "client"; } }
+            _ = tokio::time::sleep_until(resp_at) => {
+                if s.step_response(&mut tx).await.is_err() {
+                    s.expect_close(&mut tx, &mut rx).await;
+                    break "client";
+                }
+            }
             _ = ping.tick() => { let _ = tx.send(Message::Ping(vec![0, 0, 0, 1].into())).await; }
             _ = tokio::time::sleep_until(drop_at) => {
                 drop(tx);
@@ -157,6 +185,44 @@ impl Session {
         self.st
             .violations
             .record(Side::Realtime, Some(&self.id), rule, message, offending);
+    }
+
+    /// The engine's socket ended without the close frame that every deliberate close sends
+    /// (1000 normal): a reset or EOF means the engine dropped or aborted its writer.
+    fn dropped(&self, what: &str) {
+        self.violation(
+            "model-socket-dropped-without-close",
+            &format!(
+                "the engine's Realtime socket for session {} ended without a close frame: {what}",
+                self.id
+            ),
+            what,
+        );
+    }
+
+    /// A send failed, so the socket is going: a close frame from the engine may still be
+    /// waiting to be read. Reads (bounded) until it comes; anything else is a drop.
+    async fn expect_close(&self, tx: &mut Tx, rx: &mut Rx) {
+        let end = tokio::time::timeout(CLOSE_WAIT, async {
+            loop {
+                match rx.next().await {
+                    Some(Ok(Message::Close(_))) => return Ok(()),
+                    Some(Ok(_)) => continue,
+                    None => return Err("the connection ended (EOF)".to_owned()),
+                    Some(Err(e)) => return Err(format!("reading failed: {e}")),
+                }
+            }
+        })
+        .await;
+        match end {
+            Ok(Ok(())) => {
+                let _ = tx.flush().await;
+            }
+            Ok(Err(what)) => self.dropped(&format!("a send failed, then {what}")),
+            Err(_) => self.dropped(&format!(
+                "a send failed and no close frame came within {CLOSE_WAIT:?}"
+            )),
+        }
     }
 
     async fn send(&self, tx: &mut Tx, text: String) -> Res {
