@@ -1,5 +1,6 @@
 //! One simulated Realtime session: the socket's life (handshake event, pings, fault
-//! injections, who closed it) and the dispatch of each client event to its handler.
+//! injections, who closed it) and the dispatch of each client event to its handler. An engine
+//! socket that ends without a close frame is a `model-socket-dropped-without-close` violation.
 //!
 //! The handlers live by concern in the child modules: voice-activity detection and turns
 //! ([`vad`]), the scripted agent's responses ([`response`]) and client-made conversation items

@@ -3,6 +3,10 @@
 //! One task per stream. Every tick (20 ms of audio, divided by the speed factor) it plays
 //! 20 ms of what the engine queued (echoing marks once the audio before them has played),
 //! advances the callee's script, and sends one 160-byte inbound frame (speech or silence).
+//!
+//! The socket ends with a close frame from whichever side ends it, answered by the other: an
+//! engine socket that just ends (EOF, reset), or leaves the simulator's close unanswered, is a
+//! `media-socket-dropped-without-close` violation.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
