@@ -5,6 +5,7 @@
 //! `voice`), so it needs nothing from the engine but the wire protocol.
 
 mod session;
+mod validate;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -88,7 +89,8 @@ pub struct SessionSummary {
     pub tool_calls: Vec<String>,
     pub function_outputs: Vec<String>,
     pub appended_bytes: u64,
-    /// `client` (the engine closed), `dropped` (fault), `error` (fault), `server`.
+    /// `client` (the engine ended it; without a close frame that is also a violation),
+    /// `dropped` (fault), `error` (fault), `server`.
     pub closed_by: Option<String>,
 }
 

@@ -1,45 +1,38 @@
-//! One simulated Realtime session: validation, VAD, recognition and scripted responses.
+//! One simulated Realtime session: the socket's life (handshake event, pings, fault
+//! injections, who closed it) and the dispatch of each client event to its handler. An engine
+//! socket that ends without a close frame is a `model-socket-dropped-without-close` violation.
+//!
+//! The handlers live by concern in the child modules: voice-activity detection and turns
+//! ([`vad`]), the scripted agent's responses ([`response`]) and client-made conversation items
+//! ([`conversation`]); `session.update` validation is in `super::validate`.
+
+mod conversation;
+mod response;
+mod vad;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
-use base64::Engine as _;
-use futures_util::stream::SplitSink;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::SessionSummary;
-use crate::sim::scenario::{Scenario, ToolCall};
-use crate::sim::stats::Dir;
-use crate::sim::voice::{self, FRAME_BYTES};
+use super::validate::{BETA_FIELDS, default_config, merge, validate_session};
+use crate::sim::scenario::Scenario;
 use crate::sim::{Side, SimState};
+use response::Resp;
+use vad::Vad;
 
 type Tx = SplitSink<WebSocket, Message>;
+type Rx = SplitStream<WebSocket>;
 
-/// Audio sent per delta (100 ms of mu-law).
-const CHUNK: usize = 800;
-/// Generation runs this many times faster than real time.
-const GENERATION_SPEEDUP: f64 = 4.0;
-
-struct Line {
-    item_id: String,
-    text: Arc<str>,
-    audio: Vec<u8>,
-    sent: usize,
-    started: bool,
-}
-
-struct Resp {
-    id: String,
-    lines: Vec<Line>,
-    cur: usize,
-    tool: Option<ToolCall>,
-    next_at: Instant,
-    output: Vec<Value>,
-}
+/// How long a failing socket has to deliver the engine's close frame before it counts as
+/// dropped without one.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 struct Session {
     st: Arc<SimState>,
@@ -51,14 +44,7 @@ struct Session {
     /// Next script index the agent may speak from.
     pos: usize,
     greeted: bool,
-    // VAD
-    audio_ms_bytes: u64,
-    pending: Vec<u8>,
-    in_speech: bool,
-    speech: Vec<u8>,
-    speech_start_ms: u64,
-    silence_ms: u64,
-    user_item: String,
+    vad: Vad,
     // Responses
     resp: Option<Resp>,
     /// Audio bytes sent per assistant item, for truncate validation.
@@ -84,24 +70,6 @@ fn fastrand_u64() -> u64 {
         .rotate_left(23)
 }
 
-fn default_config(model: &str) -> Value {
-    json!({
-        "type": "realtime", "object": "realtime.session", "model": model,
-        "output_modalities": ["audio"],
-        "instructions": "You are a helpful assistant.",
-        "audio": {
-            "input": {
-                "format": {"type": "audio/pcm", "rate": 24000},
-                "noise_reduction": null, "transcription": null,
-                "turn_detection": {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
-                    "silence_duration_ms": 200, "idle_timeout_ms": null, "create_response": true, "interrupt_response": true}
-            },
-            "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "alloy", "speed": 1.0}
-        },
-        "tools": [], "tool_choice": "auto", "max_output_tokens": "inf", "truncation": "auto"
-    })
-}
-
 pub(super) async fn run(st: Arc<SimState>, socket: WebSocket, model: String) {
     let id = st.realtime.next_id("sess");
     let summary = st.realtime.register(SessionSummary {
@@ -119,13 +87,7 @@ pub(super) async fn run(st: Arc<SimState>, socket: WebSocket, model: String) {
         scenario: None,
         pos: 0,
         greeted: false,
-        audio_ms_bytes: 0,
-        pending: Vec::new(),
-        in_speech: false,
-        speech: Vec::new(),
-        speech_start_ms: 0,
-        silence_ms: 0,
-        user_item: String::new(),
+        vad: Vad::default(),
         resp: None,
         item_audio: HashMap::new(),
         call_ids: Vec::new(),
@@ -141,6 +103,7 @@ pub(super) async fn run(st: Arc<SimState>, socket: WebSocket, model: String) {
         .await
         .is_err()
     {
+        s.expect_close(&mut tx, &mut rx).await;
         return;
     }
     let far = Instant::now() + Duration::from_secs(86_400 * 365);
@@ -165,15 +128,37 @@ pub(super) async fn run(st: Arc<SimState>, socket: WebSocket, model: String) {
             .unwrap_or(far);
         tokio::select! {
             msg = rx.next() => match msg {
-                Some(Ok(Message::Text(t))) => { if s.on_client(&mut tx, t.as_str()).await.is_err() { break "client"; } }
+                Some(Ok(Message::Text(t))) => {
+                    if s.on_client(&mut tx, t.as_str()).await.is_err() {
+                        s.expect_close(&mut tx, &mut rx).await;
+                        break "client";
+                    }
+                }
                 Some(Ok(Message::Binary(_))) => {
                     s.violation("binary-frame", "binary frames are not supported", "<binary>");
                     let _ = s.error(&mut tx, "invalid_event", "binary frames are not supported", None).await;
                 }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break "client",
+                Some(Ok(Message::Close(_))) => {
+                    // Sends the reply close frame tungstenite queued, completing the handshake.
+                    let _ = tx.flush().await;
+                    break "client";
+                }
+                None => {
+                    s.dropped("the connection ended (EOF)");
+                    break "client";
+                }
+                Some(Err(e)) => {
+                    s.dropped(&format!("reading failed: {e}"));
+                    break "client";
+                }
                 Some(Ok(_)) => {}
             },
-            _ = tokio::time::sleep_until(resp_at) => { if s.step_response(&mut tx).await.is_err() { break "client"; } }
+            _ = tokio::time::sleep_until(resp_at) => {
+                if s.step_response(&mut tx).await.is_err() {
+                    s.expect_close(&mut tx, &mut rx).await;
+                    break "client";
+                }
+            }
             _ = ping.tick() => { let _ = tx.send(Message::Ping(vec![0, 0, 0, 1].into())).await; }
             _ = tokio::time::sleep_until(drop_at) => {
                 drop(tx);
@@ -201,6 +186,44 @@ impl Session {
         self.st
             .violations
             .record(Side::Realtime, Some(&self.id), rule, message, offending);
+    }
+
+    /// The engine's socket ended without the close frame that every deliberate close sends
+    /// (1000 normal): a reset or EOF means the engine dropped or aborted its writer.
+    fn dropped(&self, what: &str) {
+        self.violation(
+            "model-socket-dropped-without-close",
+            &format!(
+                "the engine's Realtime socket for session {} ended without a close frame: {what}",
+                self.id
+            ),
+            what,
+        );
+    }
+
+    /// A send failed, so the socket is going: a close frame from the engine may still be
+    /// waiting to be read. Reads (bounded) until it comes; anything else is a drop.
+    async fn expect_close(&self, tx: &mut Tx, rx: &mut Rx) {
+        let end = tokio::time::timeout(CLOSE_WAIT, async {
+            loop {
+                match rx.next().await {
+                    Some(Ok(Message::Close(_))) => return Ok(()),
+                    Some(Ok(_)) => continue,
+                    None => return Err("the connection ended (EOF)".to_owned()),
+                    Some(Err(e)) => return Err(format!("reading failed: {e}")),
+                }
+            }
+        })
+        .await;
+        match end {
+            Ok(Ok(())) => {
+                let _ = tx.flush().await;
+            }
+            Ok(Err(what)) => self.dropped(&format!("a send failed, then {what}")),
+            Err(_) => self.dropped(&format!(
+                "a send failed and no close frame came within {CLOSE_WAIT:?}"
+            )),
+        }
     }
 
     async fn send(&self, tx: &mut Tx, text: String) -> Res {
@@ -319,7 +342,7 @@ impl Session {
             "session.update" => self.session_update(tx, &v, text).await,
             "input_audio_buffer.append" => self.append(tx, &v, text).await,
             "input_audio_buffer.commit" => {
-                if self.speech.is_empty() {
+                if self.vad.speech.is_empty() {
                     return self
                         .error(
                             tx,
@@ -332,8 +355,8 @@ impl Session {
                 self.end_of_speech(tx).await
             }
             "input_audio_buffer.clear" => {
-                self.speech.clear();
-                self.in_speech = false;
+                self.vad.speech.clear();
+                self.vad.in_speech = false;
                 self.send(tx, ev("input_audio_buffer.cleared", json!({})))
                     .await
             }
@@ -465,835 +488,5 @@ impl Session {
         full["id"] = json!(self.id);
         self.send(tx, ev("session.updated", json!({"session": full})))
             .await
-    }
-
-    async fn append(&mut self, tx: &mut Tx, v: &Value, raw: &str) -> Res {
-        let Some(b64) = v.get("audio").and_then(Value::as_str) else {
-            self.violation(
-                "missing-audio",
-                "input_audio_buffer.append without audio",
-                raw,
-            );
-            return self
-                .error(
-                    tx,
-                    "missing_required_parameter",
-                    "Missing required parameter: 'audio'.",
-                    Some("audio"),
-                )
-                .await;
-        };
-        let bytes = match base64::engine::general_purpose::STANDARD.decode(b64) {
-            Ok(b) if !b.is_empty() => b,
-            _ => {
-                self.violation(
-                    "bad-audio",
-                    "input_audio_buffer.append audio is empty or not base64",
-                    &raw[..raw.len().min(200)],
-                );
-                return self
-                    .error(
-                        tx,
-                        "invalid_value",
-                        "Invalid 'audio'. Expected base64-encoded audio bytes.",
-                        Some("audio"),
-                    )
-                    .await;
-            }
-        };
-        if self
-            .config
-            .pointer("/audio/input/format/type")
-            .and_then(Value::as_str)
-            != Some("audio/pcmu")
-        {
-            self.violation(
-                "audio-format",
-                "audio appended while the session input format is not audio/pcmu",
-                "",
-            );
-        }
-        self.first_append.get_or_insert_with(Instant::now);
-        self.with(|s| s.appended_bytes += bytes.len() as u64);
-        self.pending.extend_from_slice(&bytes);
-        let silence_needed = self
-            .config
-            .pointer("/audio/input/turn_detection/silence_duration_ms")
-            .and_then(Value::as_u64)
-            .unwrap_or(200);
-        let vad = !self
-            .config
-            .pointer("/audio/input/turn_detection")
-            .is_none_or(Value::is_null);
-        while self.pending.len() >= FRAME_BYTES {
-            let frame: Vec<u8> = self.pending.drain(..FRAME_BYTES).collect();
-            let pos_ms = self.audio_ms_bytes / 8;
-            self.audio_ms_bytes += FRAME_BYTES as u64;
-            let speech = voice::is_speech(&frame);
-            if speech {
-                self.st.stats.received(Dir::Uplink, &frame);
-            }
-            if speech {
-                if !self.in_speech {
-                    self.in_speech = true;
-                    self.speech_start_ms = pos_ms;
-                    self.user_item = self.st.realtime.next_id("item");
-                    self.speech.clear();
-                    if vad {
-                        let start = pos_ms.saturating_sub(300);
-                        self.send(
-                            tx,
-                            ev(
-                                "input_audio_buffer.speech_started",
-                                json!({"audio_start_ms": start, "item_id": self.user_item}),
-                            ),
-                        )
-                        .await?;
-                        let interrupt = self
-                            .config
-                            .pointer("/audio/input/turn_detection/interrupt_response")
-                            .and_then(Value::as_bool)
-                            .unwrap_or(true);
-                        if interrupt && let Some(r) = self.resp.take() {
-                            self.finish_response(tx, r, "cancelled", Some("turn_detected"))
-                                .await?;
-                        }
-                    }
-                }
-                self.speech.extend_from_slice(&frame);
-                self.silence_ms = 0;
-            } else if self.in_speech {
-                self.silence_ms += 20;
-                if vad && self.silence_ms >= silence_needed {
-                    let end_ms = pos_ms + 20 - self.silence_ms;
-                    self.send(
-                        tx,
-                        ev(
-                            "input_audio_buffer.speech_stopped",
-                            json!({"audio_end_ms": end_ms, "item_id": self.user_item}),
-                        ),
-                    )
-                    .await?;
-                    self.end_of_speech(tx).await?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Commits the current utterance: items, transcription, and the scripted reply.
-    async fn end_of_speech(&mut self, tx: &mut Tx) -> Res {
-        self.in_speech = false;
-        self.silence_ms = 0;
-        let item = std::mem::take(&mut self.user_item);
-        let item = if item.is_empty() {
-            self.st.realtime.next_id("item")
-        } else {
-            item
-        };
-        let audio = std::mem::take(&mut self.speech);
-        self.send(
-            tx,
-            ev(
-                "input_audio_buffer.committed",
-                json!({"item_id": item, "previous_item_id": null}),
-            ),
-        )
-        .await?;
-        let user = json!({"id": item, "object": "realtime.item", "type": "message", "status": "completed", "role": "user",
-                          "content": [{"type": "input_audio", "transcript": null}]});
-        self.item_event(tx, "conversation.item.added", &user)
-            .await?;
-        self.item_event(tx, "conversation.item.done", &user).await?;
-        let heard = self.st.voices.recognize(&audio);
-        let Some(text) = heard else {
-            self.violation("unrecognized-audio", &format!("{} ms of callee audio match no line the callee said (altered, dropped, reordered or mixed audio)", audio.len() / 8), "");
-            return Ok(());
-        };
-        self.with(|s| s.callee_heard.push(text.to_string()));
-        if !self
-            .config
-            .pointer("/audio/input/transcription")
-            .is_none_or(Value::is_null)
-        {
-            let usage = json!({"type": "tokens", "total_tokens": 24, "input_tokens": 16, "input_token_details": {"text_tokens": 0, "audio_tokens": 16}, "output_tokens": 8});
-            self.send(
-                tx,
-                ev(
-                    "conversation.item.input_audio_transcription.delta",
-                    json!({"item_id": item, "content_index": 0, "delta": &*text}),
-                ),
-            )
-            .await?;
-            self.send(tx, ev("conversation.item.input_audio_transcription.completed", json!({"item_id": item, "content_index": 0, "transcript": &*text, "usage": usage}))).await?;
-        }
-        // Advance the agent past the callee line it just heard.
-        if let Some(sc) = &self.scenario
-            && let Some(i) = sc
-                .script
-                .iter()
-                .enumerate()
-                .skip(self.pos)
-                .find(|(_, s)| s.callee.as_deref() == Some(&*text))
-                .map(|(i, _)| i)
-        {
-            self.pos = i + 1;
-        }
-        let auto = self
-            .config
-            .pointer("/audio/input/turn_detection/create_response")
-            .and_then(Value::as_bool)
-            .unwrap_or(true)
-            && !self
-                .config
-                .pointer("/audio/input/turn_detection")
-                .is_none_or(Value::is_null);
-        if auto && self.resp.is_none() {
-            self.respond(tx, false).await?;
-        }
-        Ok(())
-    }
-
-    /// The agent's next lines from the script (or the generic persona).
-    fn next_lines(&mut self) -> (Vec<String>, Option<ToolCall>) {
-        let Some(sc) = &self.scenario else {
-            if !self.greeted {
-                self.greeted = true;
-                let instr = self.config["instructions"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_owned();
-                let first = instr
-                    .split(['.', '\n'])
-                    .next()
-                    .unwrap_or("Hello")
-                    .trim()
-                    .to_owned();
-                return (vec![format!("Hello. {first}.")], None);
-            }
-            let tool = ToolCall {
-                name: "end_call".into(),
-                arguments: json!({"outcome": "unknown", "summary": "The simulator's generic agent ended the call."}),
-            };
-            return (vec!["Thank you, goodbye.".into()], Some(tool));
-        };
-        let mut lines = Vec::new();
-        let mut tool = None;
-        while let Some(step) = sc.script.get(self.pos) {
-            if step.callee.is_some()
-                || step.dtmf.is_some()
-                || step.hangup
-                || step.expect_digits.is_some()
-                || step.silence_ms.is_some()
-            {
-                break;
-            }
-            if let Some(a) = &step.agent {
-                lines.push(a.clone());
-            }
-            self.pos += 1;
-            if step.tool.is_some() {
-                tool = step.tool.clone();
-                break;
-            }
-        }
-        self.greeted = true;
-        (lines, tool)
-    }
-
-    async fn respond(&mut self, tx: &mut Tx, explicit: bool) -> Res {
-        let (lines, tool) = self.next_lines();
-        if lines.is_empty() && tool.is_none() && !explicit {
-            return Ok(()); // the scripted agent has nothing to say to this
-        }
-        let id = self.st.realtime.next_id("resp");
-        self.with(|s| s.responses_created += 1);
-        let first_byte = self
-            .scenario
-            .as_ref()
-            .and_then(|s| s.faults.model_first_byte_ms)
-            .map(|ms| self.st.config.scaled(ms))
-            .unwrap_or(Duration::from_millis(1));
-        let lines = lines
-            .into_iter()
-            .map(|t| Line {
-                item_id: self.st.realtime.next_id("item"),
-                audio: self.st.voices.register(&t),
-                text: Arc::from(t.as_str()),
-                sent: 0,
-                started: false,
-            })
-            .collect();
-        self.send(tx, ev("response.created", json!({"response": {"object": "realtime.response", "id": id, "status": "in_progress", "status_details": null, "output": [], "output_modalities": ["audio"]}}))).await?;
-        self.resp = Some(Resp {
-            id,
-            lines,
-            cur: 0,
-            tool,
-            next_at: Instant::now() + first_byte,
-            output: Vec::new(),
-        });
-        Ok(())
-    }
-
-    /// Emits the next piece of the active response.
-    async fn step_response(&mut self, tx: &mut Tx) -> Res {
-        let Some(mut r) = self.resp.take() else {
-            return Ok(());
-        };
-        let pace = Duration::from_secs_f64(
-            CHUNK as f64 / 8000.0 / GENERATION_SPEEDUP / self.st.config.speed.max(0.001),
-        );
-        if let Some(line) = r.lines.get_mut(r.cur) {
-            let item = json!({"id": line.item_id, "object": "realtime.item", "type": "message", "status": "in_progress", "role": "assistant", "content": []});
-            if !line.started {
-                line.started = true;
-                let out_index = r.output.len();
-                self.output_item(tx, "response.output_item.added", &r.id, out_index, &item)
-                    .await?;
-                self.item_event(tx, "conversation.item.added", &item)
-                    .await?;
-                self.send(tx, ev("response.content_part.added", json!({"response_id": r.id, "item_id": line.item_id, "output_index": out_index, "content_index": 0, "part": {"type": "audio", "transcript": ""}}))).await?;
-            }
-            let out_index = r.output.len();
-            let end = (line.sent + CHUNK).min(line.audio.len());
-            let chunk = &line.audio[line.sent..end];
-            self.st.stats.sent(Dir::Downlink, chunk);
-            let b64 = base64::engine::general_purpose::STANDARD.encode(chunk);
-            self.send(tx, format!(r#"{{"type":"response.output_audio.delta","event_id":"event_{:016x}","response_id":"{}","item_id":"{}","output_index":{out_index},"content_index":0,"delta":"{b64}"}}"#, fastrand_u64(), r.id, line.item_id)).await?;
-            // Transcript deltas in proportion to the audio sent.
-            let chars: Vec<char> = line.text.chars().collect();
-            let from = chars.len() * line.sent / line.audio.len();
-            let to = chars.len() * end / line.audio.len();
-            if to > from {
-                let delta: String = chars[from..to].iter().collect();
-                self.send(tx, ev("response.output_audio_transcript.delta", json!({"response_id": r.id, "item_id": line.item_id, "output_index": out_index, "content_index": 0, "delta": delta}))).await?;
-            }
-            line.sent = end;
-            *self.item_audio.entry(line.item_id.clone()).or_default() = end;
-            if line.sent == line.audio.len() {
-                let done_item = json!({"id": line.item_id, "object": "realtime.item", "type": "message", "status": "completed", "role": "assistant",
-                                        "content": [{"type": "output_audio", "transcript": &*line.text}]});
-                self.send(tx, ev("response.output_audio.done", json!({"response_id": r.id, "item_id": line.item_id, "output_index": out_index, "content_index": 0}))).await?;
-                self.send(tx, ev("response.output_audio_transcript.done", json!({"response_id": r.id, "item_id": line.item_id, "output_index": out_index, "content_index": 0, "transcript": &*line.text}))).await?;
-                self.send(tx, ev("response.content_part.done", json!({"response_id": r.id, "item_id": line.item_id, "output_index": out_index, "content_index": 0, "part": {"type": "audio", "transcript": &*line.text}}))).await?;
-                self.item_event(tx, "conversation.item.done", &done_item)
-                    .await?;
-                self.output_item(
-                    tx,
-                    "response.output_item.done",
-                    &r.id,
-                    out_index,
-                    &done_item,
-                )
-                .await?;
-                let t = line.text.to_string();
-                self.with(|s| s.agent_said.push(t));
-                r.output.push(done_item);
-                r.cur += 1;
-            }
-            r.next_at = Instant::now() + pace;
-            self.resp = Some(r);
-            return Ok(());
-        }
-        if let Some(tool) = r.tool.take() {
-            let out_index = r.output.len();
-            let item_id = self.st.realtime.next_id("item");
-            let call_id = self.st.realtime.next_id("call");
-            let args = tool.arguments.to_string();
-            let mut item = json!({"id": item_id, "object": "realtime.item", "type": "function_call", "status": "in_progress", "call_id": call_id, "name": tool.name, "arguments": ""});
-            self.output_item(tx, "response.output_item.added", &r.id, out_index, &item)
-                .await?;
-            self.item_event(tx, "conversation.item.added", &item)
-                .await?;
-            self.send(tx, ev("response.function_call_arguments.delta", json!({"response_id": r.id, "item_id": item_id, "output_index": out_index, "call_id": call_id, "delta": args}))).await?;
-            self.send(tx, ev("response.function_call_arguments.done", json!({"response_id": r.id, "item_id": item_id, "output_index": out_index, "call_id": call_id, "name": tool.name, "arguments": args}))).await?;
-            item["status"] = json!("completed");
-            item["arguments"] = json!(args);
-            self.item_event(tx, "conversation.item.done", &item).await?;
-            self.output_item(tx, "response.output_item.done", &r.id, out_index, &item)
-                .await?;
-            self.call_ids.push(call_id);
-            self.with(|s| s.tool_calls.push(format!("{} {}", tool.name, args)));
-            r.output.push(item);
-        }
-        self.finish_response(tx, r, "completed", None).await
-    }
-
-    async fn finish_response(
-        &mut self,
-        tx: &mut Tx,
-        r: Resp,
-        status: &str,
-        reason: Option<&str>,
-    ) -> Res {
-        if status == "cancelled" {
-            self.with(|s| s.responses_cancelled += 1);
-        }
-        let audio_tokens: usize = r.lines.iter().map(|l| l.sent / 80).sum();
-        let usage = json!({
-            "total_tokens": 120 + audio_tokens, "input_tokens": 120, "output_tokens": audio_tokens,
-            "input_token_details": {"text_tokens": 100, "audio_tokens": 20, "image_tokens": 0, "cached_tokens": 0,
-                                    "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 0, "image_tokens": 0}},
-            "output_token_details": {"text_tokens": 0, "audio_tokens": audio_tokens}
-        });
-        let details = reason
-            .map(|r| json!({"type": "cancelled", "reason": r}))
-            .unwrap_or(Value::Null);
-        self.send(tx, ev("response.done", json!({"response": {"object": "realtime.response", "id": r.id, "status": status, "status_details": details, "output": r.output, "output_modalities": ["audio"], "usage": usage}}))).await?;
-        self.send(tx, ev("rate_limits.updated", json!({"rate_limits": [{"name": "requests", "limit": 5000, "remaining": 4999, "reset_seconds": 0.01}, {"name": "tokens", "limit": 15_000_000, "remaining": 14_999_000, "reset_seconds": 0.01}]}))).await
-    }
-
-    async fn item_create(&mut self, tx: &mut Tx, v: &Value, raw: &str) -> Res {
-        let Some(item) = v.get("item").and_then(Value::as_object) else {
-            self.violation("missing-item", "conversation.item.create without item", raw);
-            return self
-                .error(
-                    tx,
-                    "missing_required_parameter",
-                    "Missing required parameter: 'item'.",
-                    Some("item"),
-                )
-                .await;
-        };
-        match item.get("type").and_then(Value::as_str) {
-            Some("function_call_output") => {
-                let call_id = item.get("call_id").and_then(Value::as_str).unwrap_or("");
-                if !self.call_ids.iter().any(|c| c == call_id) {
-                    self.violation("unknown-call-id", &format!("function_call_output for call_id '{call_id}' that this session never made"), raw);
-                    return self
-                        .error(
-                            tx,
-                            "invalid_value",
-                            "Tool call ID not found in conversation.",
-                            Some("item.call_id"),
-                        )
-                        .await;
-                }
-                if item.get("output").and_then(Value::as_str).is_none() {
-                    self.violation(
-                        "bad-function-output",
-                        "function_call_output.output must be a string",
-                        raw,
-                    );
-                    return self
-                        .error(
-                            tx,
-                            "invalid_type",
-                            "Invalid type for 'item.output': expected a string.",
-                            Some("item.output"),
-                        )
-                        .await;
-                }
-                let out = item["output"].as_str().unwrap_or("").to_owned();
-                self.with(|s| s.function_outputs.push(out));
-            }
-            Some("message") => {
-                let role = item.get("role").and_then(Value::as_str).unwrap_or("");
-                if !["user", "system"].contains(&role) {
-                    self.violation(
-                        "bad-item",
-                        "clients may create user or system messages only",
-                        raw,
-                    );
-                    return self
-                        .error(
-                            tx,
-                            "invalid_value",
-                            "Invalid 'item.role'.",
-                            Some("item.role"),
-                        )
-                        .await;
-                }
-            }
-            other => {
-                self.violation("bad-item", &format!("unsupported item type {other:?}"), raw);
-                return self
-                    .error(
-                        tx,
-                        "invalid_value",
-                        "Invalid 'item.type'.",
-                        Some("item.type"),
-                    )
-                    .await;
-            }
-        }
-        let mut stored = Value::Object(item.clone());
-        let id = self.st.realtime.next_id("item");
-        stored["id"] = json!(id);
-        stored["status"] = json!("completed");
-        self.item_event(tx, "conversation.item.added", &stored)
-            .await?;
-        self.item_event(tx, "conversation.item.done", &stored).await
-    }
-
-    async fn truncate(&mut self, tx: &mut Tx, v: &Value, raw: &str) -> Res {
-        let item_id = v
-            .get("item_id")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        let end_ms = v.get("audio_end_ms").and_then(Value::as_u64);
-        let content_index = v.get("content_index").and_then(Value::as_u64);
-        let Some(sent) = self.item_audio.get(&item_id).copied() else {
-            self.violation(
-                "truncate-unknown-item",
-                &format!("truncate of unknown item '{item_id}'"),
-                raw,
-            );
-            return self
-                .error(
-                    tx,
-                    "item_not_found",
-                    &format!("Item with item_id '{item_id}' not found."),
-                    Some("item_id"),
-                )
-                .await;
-        };
-        let (Some(end_ms), Some(0)) = (end_ms, content_index) else {
-            self.violation(
-                "bad-truncate",
-                "truncate needs audio_end_ms and content_index 0",
-                raw,
-            );
-            return self
-                .error(
-                    tx,
-                    "invalid_value",
-                    "Invalid truncate: audio_end_ms and content_index (0) are required.",
-                    Some("audio_end_ms"),
-                )
-                .await;
-        };
-        if end_ms * 8 > sent as u64 {
-            self.violation(
-                "truncate-beyond-audio",
-                &format!(
-                    "audio_end_ms {end_ms} is beyond the {} ms of audio sent for the item",
-                    sent / 8
-                ),
-                raw,
-            );
-            return self
-                .error(
-                    tx,
-                    "invalid_value",
-                    &format!(
-                        "audio_end_ms ({end_ms}) is greater than the audio duration ({} ms).",
-                        sent / 8
-                    ),
-                    Some("audio_end_ms"),
-                )
-                .await;
-        }
-        self.with(|s| s.truncations.push((item_id.clone(), end_ms)));
-        self.send(
-            tx,
-            ev(
-                "conversation.item.truncated",
-                json!({"item_id": item_id, "content_index": 0, "audio_end_ms": end_ms}),
-            ),
-        )
-        .await
-    }
-}
-
-/// Beta names that the GA interface rejects as unknown parameters.
-const BETA_FIELDS: &[&str] = &[
-    "input_audio_format",
-    "output_audio_format",
-    "modalities",
-    "voice",
-    "turn_detection",
-    "input_audio_transcription",
-    "temperature",
-    "max_response_output_tokens",
-];
-
-/// Why a `session.update` was rejected: (error code, param, message).
-type Invalid = (&'static str, String, String);
-
-fn check_keys(obj: &Map<String, Value>, path: &str, allowed: &[&str]) -> Result<(), Invalid> {
-    if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-        let p = format!("{path}.{k}");
-        return Err((
-            "unknown_parameter",
-            p.clone(),
-            format!("Unknown parameter: '{p}'."),
-        ));
-    }
-    Ok(())
-}
-
-/// `parent.key` as an object with only `allowed` keys, or `None` when absent or null (the GA
-/// way to turn a feature off).
-fn nullable_object<'a>(
-    parent: &'a Map<String, Value>,
-    path: &str,
-    key: &str,
-    allowed: &[&str],
-) -> Result<Option<&'a Map<String, Value>>, Invalid> {
-    let Some(v) = parent.get(key).filter(|v| !v.is_null()) else {
-        return Ok(None);
-    };
-    let Some(obj) = v.as_object() else {
-        bad(&format!("{path}.{key}"), "must be an object or null".into())?;
-        return Ok(None);
-    };
-    check_keys(obj, &format!("{path}.{key}"), allowed)?;
-    Ok(Some(obj))
-}
-
-fn bad(param: &str, msg: String) -> Result<(), Invalid> {
-    Err(("invalid_value", param.to_owned(), msg))
-}
-
-/// Checks a `session.update` body against the GA shape (protocols/openai-realtime.md §3.1).
-fn validate_session(s: &Map<String, Value>) -> Result<(), Invalid> {
-    check_keys(
-        s,
-        "session",
-        &[
-            "type",
-            "model",
-            "instructions",
-            "output_modalities",
-            "audio",
-            "tools",
-            "tool_choice",
-            "max_output_tokens",
-            "truncation",
-            "include",
-            "prompt",
-            "tracing",
-            "reasoning",
-            "parallel_tool_calls",
-        ],
-    )?;
-    match s.get("type").and_then(Value::as_str) {
-        Some("realtime") | Some("transcription") => {}
-        Some(other) => {
-            return bad(
-                "session.type",
-                format!(
-                    "Invalid value: '{other}'. Supported values are: 'realtime' and 'transcription'."
-                ),
-            );
-        }
-        None => {
-            return Err((
-                "missing_required_parameter",
-                "session.type".into(),
-                "Missing required parameter: 'session.type'.".into(),
-            ));
-        }
-    }
-    if let Some(i) = s.get("instructions")
-        && !i.is_string()
-    {
-        return bad(
-            "session.instructions",
-            "Invalid type for 'session.instructions': expected a string.".into(),
-        );
-    }
-    if let Some(m) = s.get("output_modalities") {
-        let ok = m
-            .as_array()
-            .is_some_and(|a| a.len() == 1 && (a[0] == "audio" || a[0] == "text"));
-        if !ok {
-            return bad(
-                "session.output_modalities",
-                "output_modalities must be [\"audio\"] or [\"text\"].".into(),
-            );
-        }
-    }
-    if let Some(audio) = s.get("audio") {
-        let Some(audio) = audio.as_object() else {
-            return bad("session.audio", "session.audio must be an object".into());
-        };
-        check_keys(audio, "session.audio", &["input", "output"])?;
-        for dir in ["input", "output"] {
-            let Some(side) = audio.get(dir) else { continue };
-            let Some(side) = side.as_object() else {
-                return bad(&format!("session.audio.{dir}"), "must be an object".into());
-            };
-            let path = format!("session.audio.{dir}");
-            if dir == "input" {
-                check_keys(
-                    side,
-                    &path,
-                    &[
-                        "format",
-                        "noise_reduction",
-                        "transcription",
-                        "turn_detection",
-                    ],
-                )?;
-            } else {
-                check_keys(side, &path, &["format", "voice", "speed"])?;
-            }
-            if let Some(f) = side.get("format") {
-                let Some(f) = f.as_object() else {
-                    return bad(
-                        &format!("{path}.format"),
-                        "format must be an object like {\"type\":\"audio/pcmu\"}".into(),
-                    );
-                };
-                check_keys(f, &format!("{path}.format"), &["type", "rate"])?;
-                match (
-                    f.get("type").and_then(Value::as_str),
-                    f.get("rate").and_then(Value::as_u64),
-                ) {
-                    (Some("audio/pcmu") | Some("audio/pcma"), None) => {}
-                    (Some("audio/pcm"), None | Some(24000)) => {}
-                    (Some("audio/pcm"), Some(r)) if r < 24000 => {
-                        return Err((
-                            "integer_below_min_value",
-                            format!("{path}.format.rate"),
-                            format!(
-                                "Invalid '{path}.format.rate': integer below minimum value. Expected a value >= 24000, but got {r} instead."
-                            ),
-                        ));
-                    }
-                    (t, _) => {
-                        return bad(
-                            &format!("{path}.format.type"),
-                            format!(
-                                "Invalid audio format {t:?}: supported are audio/pcm (rate 24000), audio/pcmu, audio/pcma."
-                            ),
-                        );
-                    }
-                }
-            }
-            const TURN_DETECTION: &[&str] = &[
-                "type",
-                "threshold",
-                "prefix_padding_ms",
-                "silence_duration_ms",
-                "idle_timeout_ms",
-                "create_response",
-                "interrupt_response",
-                "eagerness",
-            ];
-            if let Some(td) = nullable_object(side, &path, "turn_detection", TURN_DETECTION)? {
-                match td.get("type").and_then(Value::as_str) {
-                    Some("server_vad") | Some("semantic_vad") => {}
-                    t => {
-                        return bad(
-                            &format!("{path}.turn_detection.type"),
-                            format!(
-                                "Invalid turn_detection type {t:?}: server_vad or semantic_vad."
-                            ),
-                        );
-                    }
-                }
-            }
-            nullable_object(
-                side,
-                &path,
-                "transcription",
-                &["model", "language", "prompt"],
-            )?;
-            if let Some(v) = side.get("voice")
-                && !v.is_string()
-                && !v.is_object()
-            {
-                return bad(
-                    &format!("{path}.voice"),
-                    "voice must be a voice name".into(),
-                );
-            }
-        }
-    }
-    if let Some(tools) = s.get("tools") {
-        let Some(tools) = tools.as_array() else {
-            return bad("session.tools", "tools must be an array".into());
-        };
-        for (i, t) in tools.iter().enumerate() {
-            let path = format!("session.tools[{i}]");
-            let Some(t) = t.as_object() else {
-                return bad(&path, "each tool must be an object".into());
-            };
-            check_keys(t, &path, &["type", "name", "description", "parameters"])?;
-            if t.get("type").and_then(Value::as_str) != Some("function") {
-                return bad(
-                    &format!("{path}.type"),
-                    "tool type must be 'function'".into(),
-                );
-            }
-            let name = t.get("name").and_then(Value::as_str).unwrap_or("");
-            if name.is_empty()
-                || name.len() > 64
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            {
-                return bad(
-                    &format!("{path}.name"),
-                    format!("Invalid tool name '{name}': use ^[a-zA-Z0-9_-]{{1,64}}$."),
-                );
-            }
-            if !t.get("parameters").is_none_or(Value::is_object) {
-                return bad(
-                    &format!("{path}.parameters"),
-                    "parameters must be a JSON Schema object".into(),
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Applies a partial session over the effective config (only present fields change).
-/// An audio `format` is a tagged union and is replaced whole: `{type: audio/pcmu}` over the
-/// default `{type: audio/pcm, rate: 24000}` must not keep the PCM rate.
-fn merge(base: &mut Value, patch: &Value) {
-    match (base, patch) {
-        (Value::Object(b), Value::Object(p)) => {
-            for (k, v) in p {
-                if k != "format" && v.is_object() && b.get(k).is_some_and(Value::is_object) {
-                    merge(b.get_mut(k).expect("checked"), v);
-                } else {
-                    b.insert(k.clone(), v.clone());
-                }
-            }
-        }
-        (b, p) => *b = p.clone(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ga_session_update_from_the_sheet_is_valid() {
-        let v: Value = serde_json::from_str(include_str!(
-            "../../../tests/fixtures/realtime/session_update_ga.json"
-        ))
-        .unwrap();
-        validate_session(v["session"].as_object().unwrap()).unwrap();
-    }
-
-    #[test]
-    fn beta_and_bad_fields_are_named() {
-        let beta = json!({"type": "realtime", "input_audio_format": "g711_ulaw"});
-        let e = validate_session(beta.as_object().unwrap()).unwrap_err();
-        assert_eq!(
-            (e.0, e.1.as_str()),
-            ("unknown_parameter", "session.input_audio_format")
-        );
-        let rate = json!({"type": "realtime", "audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}}});
-        assert_eq!(
-            validate_session(rate.as_object().unwrap()).unwrap_err().0,
-            "integer_below_min_value"
-        );
-        let no_type = json!({"instructions": "x"});
-        assert_eq!(
-            validate_session(no_type.as_object().unwrap())
-                .unwrap_err()
-                .1,
-            "session.type"
-        );
     }
 }

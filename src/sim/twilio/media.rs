@@ -3,6 +3,10 @@
 //! One task per stream. Every tick (20 ms of audio, divided by the speed factor) it plays
 //! 20 ms of what the engine queued (echoing marks once the audio before them has played),
 //! advances the callee's script, and sends one 160-byte inbound frame (speech or silence).
+//!
+//! The socket ends with a close frame from whichever side ends it, answered by the other: an
+//! engine socket that just ends (EOF, reset), or leaves the simulator's close unanswered, is a
+//! `media-socket-dropped-without-close` violation.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -290,6 +294,7 @@ pub(super) async fn run_stream(
     if tx.send(Message::text(hello.to_string())).await.is_err()
         || tx.send(Message::text(start.to_string())).await.is_err()
     {
+        expect_close(st, &call.sid, &stream_sid, &mut tx, &mut rx).await;
         return StreamEnd::ServerClosed;
     }
     let silence_b64 = base64::engine::general_purpose::STANDARD.encode([SILENCE; FRAME_BYTES]);
@@ -316,7 +321,17 @@ pub(super) async fn run_stream(
     let end = loop {
         tokio::select! {
             msg = rx.next() => {
-                let Some(Ok(msg)) = msg else { break StreamEnd::ServerClosed };
+                let msg = match msg {
+                    Some(Ok(m)) => m,
+                    None => {
+                        dropped(st, &sid, &stream_sid, "the connection ended (EOF)");
+                        break StreamEnd::ServerClosed;
+                    }
+                    Some(Err(e)) => {
+                        dropped(st, &sid, &stream_sid, &format!("reading failed: {e}"));
+                        break StreamEnd::ServerClosed;
+                    }
+                };
                 match msg {
                     Message::Text(t) => {
                         if let Some(end) = on_engine_message(st, call, &stream_sid, t.as_str(), &mut queue, &mut buffered, &mut heard, &mut tx, &mut seq).await {
@@ -324,7 +339,11 @@ pub(super) async fn run_stream(
                         }
                     }
                     Message::Binary(_) => st.violations.record(Side::Media, Some(&sid), "binary-frame", "Media Streams accept text frames only (Twilio warning 31950)", "<binary>"),
-                    Message::Close(_) => break StreamEnd::ServerClosed,
+                    Message::Close(_) => {
+                        // Sends the reply close frame tungstenite queued, completing the handshake.
+                        let _ = tx.flush().await;
+                        break StreamEnd::ServerClosed;
+                    }
                     _ => {}
                 }
             }
@@ -371,7 +390,10 @@ pub(super) async fn run_stream(
                 };
                 seq += 1;
                 chunk += 1;
-                if tx.send(Message::text(text)).await.is_err() { break StreamEnd::ServerClosed; }
+                if tx.send(Message::text(text)).await.is_err() {
+                    expect_close(st, &sid, &stream_sid, &mut tx, &mut rx).await;
+                    break StreamEnd::ServerClosed;
+                }
                 let mut hang = false;
                 for a in actions.drain(..) {
                     match a {
@@ -410,26 +432,105 @@ pub(super) async fn run_stream(
             })))
             .await;
         // Messages already in flight when `stop` left are unavoidable; an engine still sending
-        // half a second later has ignored `stop`. Read a while to catch that.
+        // half a second later has ignored `stop`. Read until the engine's reply close frame to
+        // catch that; a socket that ends without one, or no reply in time, is a drop.
         let stopped = tokio::time::Instant::now();
-        let _ = tokio::time::timeout(Duration::from_millis(1500), async {
-            while let Some(Ok(m)) = rx.next().await {
-                if let Message::Text(t) = m
-                    && stopped.elapsed() > Duration::from_millis(500)
-                {
-                    st.violations.record(
-                        Side::Media,
-                        Some(&sid),
-                        "after-stop",
-                        "message sent more than 500 ms after the stream was stopped",
-                        t.as_str(),
-                    );
+        let reply = tokio::time::timeout(CLOSE_WAIT, async {
+            loop {
+                match rx.next().await {
+                    Some(Ok(Message::Close(_))) => return Ok(()),
+                    Some(Ok(Message::Text(t))) => {
+                        if stopped.elapsed() > Duration::from_millis(500) {
+                            st.violations.record(
+                                Side::Media,
+                                Some(&sid),
+                                "after-stop",
+                                "message sent more than 500 ms after the stream was stopped",
+                                t.as_str(),
+                            );
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    None => return Err("the connection ended (EOF)".to_owned()),
+                    Some(Err(e)) => return Err(format!("reading failed: {e}")),
                 }
             }
         })
         .await;
+        match reply {
+            Ok(Ok(())) => {}
+            Ok(Err(what)) => dropped(
+                st,
+                &sid,
+                &stream_sid,
+                &format!("after the simulator's stop and close, {what} with no reply close frame"),
+            ),
+            Err(_) => dropped(
+                st,
+                &sid,
+                &stream_sid,
+                &format!(
+                    "no reply close frame within {CLOSE_WAIT:?} of the simulator's stop and close"
+                ),
+            ),
+        }
     }
     end
+}
+
+/// How long the engine has to send its close frame once the socket is going (a reply to the
+/// simulator's, or one already on its way when a send failed).
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// The engine's media socket ended without the close frame every deliberate close sends
+/// (1000 normal): a reset or EOF means the engine dropped or aborted its writer.
+fn dropped(st: &SimState, call_sid: &str, stream_sid: &str, what: &str) {
+    st.violations.record(
+        Side::Media,
+        Some(call_sid),
+        "media-socket-dropped-without-close",
+        format!(
+            "the engine's media socket for stream {stream_sid} ended without a close frame: {what}"
+        ),
+        what,
+    );
+}
+
+/// A send failed, so the socket is going: a close frame from the engine may still be waiting
+/// to be read. Reads (bounded) until it comes; anything else is a drop.
+async fn expect_close<T, R>(st: &SimState, call_sid: &str, stream_sid: &str, tx: &mut T, rx: &mut R)
+where
+    T: futures_util::Sink<Message> + Unpin,
+    R: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let end = tokio::time::timeout(CLOSE_WAIT, async {
+        loop {
+            match rx.next().await {
+                Some(Ok(Message::Close(_))) => return Ok(()),
+                Some(Ok(_)) => continue,
+                None => return Err("the connection ended (EOF)".to_owned()),
+                Some(Err(e)) => return Err(format!("reading failed: {e}")),
+            }
+        }
+    })
+    .await;
+    match end {
+        Ok(Ok(())) => {
+            let _ = tx.flush().await;
+        }
+        Ok(Err(what)) => dropped(
+            st,
+            call_sid,
+            stream_sid,
+            &format!("a send failed, then {what}"),
+        ),
+        Err(_) => dropped(
+            st,
+            call_sid,
+            stream_sid,
+            &format!("a send failed and no close frame came within {CLOSE_WAIT:?}"),
+        ),
+    }
 }
 
 /// Feeds played agent audio to the recogniser, checking every byte against the line's audio.
