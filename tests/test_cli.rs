@@ -1,5 +1,7 @@
 //! The real binary, spawned as a user would run it. Every child has a deadline and is killed
 //! by its own id if it overstays.
+// Child processes waited for from plain threads (no async runtime), hence no tokio clock.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 #[path = "support/process.rs"]
 mod process;

@@ -10,7 +10,8 @@ mod store_stack;
 mod store_tmp;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use process::{Running, StandaloneSim, clean_command, drain_output, free_port};
 use serde_json::{Value, json};

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
+use tokio::time::Instant;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};

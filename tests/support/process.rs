@@ -1,5 +1,7 @@
 //! The real binary as a child process: a clean environment, deadlines, kill on drop, and a
 //! standalone `switchboard sim` with the settings it prints. (Included with `#[path]`.)
+// Child processes waited for from plain threads (no async runtime), hence no tokio clock.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
