@@ -76,3 +76,67 @@ async fn a_dead_event_writer_refuses_new_calls_everywhere_with_the_documented_er
     assert!(stack.sim().state().twilio.calls().is_empty());
     stack.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_while_the_model_is_slow_to_answer_is_handled_at_once() {
+    // The model endpoint takes 8 s to accept the socket; the cancel must not wait for it.
+    let mut s = builtin("restaurant");
+    s.answer.ring_ms = 60_000;
+    let stack = stack_with(vec![s.clone()], |sim, _| {
+        sim.handshake_delay = std::time::Duration::from_secs(8)
+    })
+    .await;
+    let id = stack.engine.place_call(request_for(&s)).await.unwrap();
+    let asked = tokio::time::Instant::now();
+    let out = stack.engine.cancel(id).await.unwrap();
+    let took = asked.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(1),
+        "the cancel took {took:?} (paused clock)"
+    );
+    assert!(out.canceled, "{out:?}");
+    assert_eq!(out.state, switchboard_actors::CallState::Canceled);
+    let rec = finished(&stack, id, std::time::Duration::from_secs(30)).await;
+    assert_eq!(rec.detail, switchboard_actors::CallDetail::CanceledByUser);
+    assert_no_violations(&stack);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_the_hang_up_it_started() {
+    // The carrier takes 1.5 s to carry out a hang-up; shutdown must not return before.
+    let s = builtin("restaurant");
+    let stack = stack_with(vec![s.clone()], |sim, _| {
+        sim.update_delay = std::time::Duration::from_millis(1500)
+    })
+    .await;
+    let id = stack.engine.place_call(request_for(&s)).await.unwrap();
+    let engine = stack.engine.clone();
+    assert!(
+        eventually(std::time::Duration::from_secs(30), || {
+            stack
+                .sim()
+                .state()
+                .twilio
+                .calls()
+                .first()
+                .is_some_and(|c| c.status == "in-progress")
+        })
+        .await,
+        "the call was never answered"
+    );
+    engine.shutdown().await;
+    let call = stack.sim().state().twilio.calls().remove(0);
+    assert!(
+        call.updates_answered >= 1,
+        "shutdown returned before the carrier answered its hang-up: {call:?}"
+    );
+    assert_eq!(call.status, "completed", "{call:?}");
+    let rec = engine.status(id).await.unwrap();
+    assert_eq!(
+        rec.detail,
+        switchboard_actors::CallDetail::EngineShutdown,
+        "{rec:?}"
+    );
+    stack.stop().await;
+}

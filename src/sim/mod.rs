@@ -43,6 +43,13 @@ pub struct SimConfig {
     pub trial: bool,
     pub verified: Vec<String>,
     pub scenarios: Vec<Scenario>,
+    /// How long the Realtime endpoint takes to answer a WebSocket upgrade: an overloaded
+    /// model service, for what the engine does meanwhile. Not scaled by `speed`.
+    pub handshake_delay: Duration,
+    /// How long a REST update of a call (hang-up, cancel, redirect) takes to be answered and
+    /// carried out: a slow carrier API, so a request still in flight can be caught. Not
+    /// scaled by `speed`.
+    pub update_delay: Duration,
 }
 
 impl Default for SimConfig {
@@ -56,6 +63,8 @@ impl Default for SimConfig {
             trial: false,
             verified: Vec::new(),
             scenarios: Scenario::builtin(),
+            handshake_delay: Duration::ZERO,
+            update_delay: Duration::ZERO,
         }
     }
 }

@@ -29,6 +29,7 @@ pub(crate) async fn stop_socket<T>(
         Ok(Ok(v)) => Some(v),
         Ok(Err(_)) => None,
         Err(_) => {
+            tracing::warn!("the media socket did not close within 2 s; dropped");
             w.abort();
             None
         }

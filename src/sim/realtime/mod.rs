@@ -117,6 +117,7 @@ async fn upgrade(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let beta = headers.get("openai-beta").is_some();
+    tokio::time::sleep(st.config.handshake_delay).await;
     ws.on_upgrade(move |socket| async move {
         // The real service completes the upgrade, then reports handshake errors in-band.
         let expected = format!("Bearer {}", st.config.api_key);

@@ -104,6 +104,8 @@ pub struct CallSummary {
     pub cleared_bytes: u64,
     pub params: BTreeMap<String, String>,
     pub callbacks_sent: u64,
+    /// REST updates of this call (hang-up, cancel, redirect) carried out and answered.
+    pub updates_answered: u64,
 }
 
 pub(crate) enum Control {

@@ -449,6 +449,8 @@ pub(super) async fn update(
         Ok(c) => c,
         Err(r) => return r,
     };
+    tokio::time::sleep(st.config.update_delay).await;
+    call.with(|c| c.updates_answered += 1);
     let raw = String::from_utf8_lossy(&body).into_owned();
     let params = form(&body);
     let one = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
