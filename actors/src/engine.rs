@@ -24,7 +24,7 @@ use crate::store::{Store, StoreError};
 pub enum EngineError {
     /// The request is malformed or refused by policy; the message says what is accepted.
     #[error("{0}")]
-    InvalidRequest(String),
+    InvalidRequest(crate::validate::RequestError),
     #[error("no call with id {0}")]
     NotFound(CallId),
     #[error(
