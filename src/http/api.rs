@@ -499,7 +499,13 @@ pub fn openapi_document() -> Value {
     let common = |mut responses: serde_json::Map<String, Value>| {
         responses.insert(
             "401".into(),
-            err("Missing or wrong bearer token (server.api_token)"),
+            err("Missing or wrong bearer token (Authorization: Bearer <server.api_token>)"),
+        );
+        responses.insert(
+            "403".into(),
+            err(
+                "The Origin header names a site that is not loopback nor in server.allowed_origins",
+            ),
         );
         responses.insert("500".into(), err("Storage or internal failure"));
         Value::Object(responses)
@@ -525,7 +531,9 @@ pub fn openapi_document() -> Value {
                     "requestBody": {"required": true, "content": json_content(&call_request)},
                     "responses": common(obj(json!({
                         "201": {"description": "Admitted", "content": json_content(&created)},
-                        "400": err("The request is malformed or refused by policy"),
+                        "400": err("The request is malformed or refused by policy; `field` names the field"),
+                        "413": err("The body is larger than 1 MiB"),
+                        "415": err("The body is not sent as Content-Type: application/json"),
                         "429": err("At capacity (calls.max_concurrent); retry later"),
                         "503": err("Shutting down"),
                     })))
@@ -563,6 +571,8 @@ pub fn openapi_document() -> Value {
                     "responses": common(obj(json!({
                         "200": {"description": "What the cancel did", "content": json_content(&cancel)},
                         "400": err("The id is not a call id"),
+                        "413": err("The body is larger than 1 MiB"),
+                        "415": err("A body is sent, but not as Content-Type: application/json"),
                         "404": err("No such call"),
                     })))
                 }

@@ -183,7 +183,13 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_owned();
-            format!("method {method} is not accepted on {path}; accepted: {allow}")
+            if allow.is_empty() {
+                format!(
+                    "method {method} is not accepted on {path}; accepted: the methods /v1/openapi.json lists for it"
+                )
+            } else {
+                format!("method {method} is not accepted on {path}; accepted: {allow}")
+            }
         }
         StatusCode::PAYLOAD_TOO_LARGE => {
             format!("the body is too large; accepted: at most {BODY_LIMIT} bytes (1 MiB)")

@@ -62,14 +62,16 @@ fn engine_err(e: EngineError) -> CallToolResult {
         EngineError::NotFound(id) => fail(format!(
             "no call with id {id}; use telephony_list to see recent calls"
         )),
-        // The request's field names are the REST ones; say which tool argument that is.
-        EngineError::InvalidRequest(e) if e.field() == "maxDurationSecs" => {
-            fail(format!("invalid telephony_call argument timeoutSec: {e}"))
+        // The engine's message starts with the request's field name; the tool calls
+        // maxDurationSecs `timeoutSec`.
+        EngineError::InvalidRequest(e) => {
+            let msg = e.to_string();
+            let msg = match msg.strip_prefix("maxDurationSecs: ") {
+                Some(rest) => format!("timeoutSec: {rest}"),
+                None => msg,
+            };
+            fail(format!("invalid telephony_call argument {msg}"))
         }
-        EngineError::InvalidRequest(e) => fail(format!(
-            "invalid telephony_call argument {}: {e}",
-            e.field()
-        )),
         other => fail(other.to_string()),
     }
 }
