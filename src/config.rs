@@ -32,7 +32,8 @@ pub struct ServerConfig {
     pub api_token: Option<SecretString>,
     /// Host names allowed for MCP over HTTP (DNS-rebinding guard); loopback is always allowed.
     pub allowed_hosts: Vec<String>,
-    /// Origins allowed for browser clients of MCP over HTTP.
+    /// Web origins allowed on every route (CORS is answered for them); any other `Origin`
+    /// is refused with 403. Loopback origins are always allowed.
     pub allowed_origins: Vec<String>,
 }
 

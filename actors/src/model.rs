@@ -353,7 +353,8 @@ pub enum EventKind {
     Error {
         message: String,
     },
-    /// The terminal event: always last for a call, written exactly once.
+    /// The terminal event: written exactly once, and the last of the engine's own events for
+    /// the call. Only the carrier's late word (a `carrier` event) may follow it.
     Ended {
         state: CallState,
         detail: CallDetail,
