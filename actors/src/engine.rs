@@ -317,6 +317,7 @@ impl Engine {
                     .is_none_or(|sid| sid == update.call_sid);
                 if same_call
                     && !update.status.is_empty()
+                    && !crate::recovery::is_live(&update.status)
                     && rec.carrier_status.as_deref() != Some(update.status.as_str())
                 {
                     self.inner.bus.emit(crate::model::NewEvent::now(

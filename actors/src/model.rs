@@ -448,10 +448,15 @@ impl CallRecord {
         self.last_seq = self.last_seq.max(ev.seq);
         if self.state.is_terminal() {
             // The engine's view is final; the carrier's last word (a `canceled` or
-            // `completed` callback that arrives after the end) still is recorded.
+            // `completed` callback that arrives after the end) still is recorded. A live
+            // status arriving late (out of order) is not a last word.
             if let EventKind::Carrier {
                 status, call_sid, ..
             } = &ev.kind
+                && !matches!(
+                    status.as_str(),
+                    "queued" | "initiated" | "ringing" | "in-progress"
+                )
             {
                 self.carrier_status = Some(status.clone());
                 if self.carrier_call_sid.is_none() {
@@ -599,8 +604,9 @@ mod tests {
             },
         ));
         rec.apply(&ev(4, carrier("canceled")));
+        rec.apply(&ev(5, carrier("ringing"))); // late and out of order
         rec.apply(&ev(
-            5,
+            6,
             EventKind::State {
                 state: CallState::Connected,
                 detail: CallDetail::InProgress,
@@ -609,6 +615,6 @@ mod tests {
         ));
         assert_eq!(rec.carrier_status.as_deref(), Some("canceled"));
         assert_eq!(rec.state, CallState::Canceled);
-        assert_eq!(rec.last_seq, 5);
+        assert_eq!(rec.last_seq, 6);
     }
 }
