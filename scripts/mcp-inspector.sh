@@ -29,7 +29,8 @@ trap cleanup EXIT
 
 # No token: the Inspector CLI on npm (0.15) has no option to send an Authorization header, and
 # a loopback bind may run without one. The token path is covered by tests/test_mcp_http.rs.
-SWITCHBOARD_SERVER__BIND=127.0.0.1:$PORT "$BIN" serve --sim >"$LOG" 2>&1 &
+# SWITCHBOARD_BIN is this script's own; the engine refuses SWITCHBOARD_* names that are not settings.
+env -u SWITCHBOARD_BIN SWITCHBOARD_SERVER__BIND=127.0.0.1:$PORT "$BIN" serve --sim >"$LOG" 2>&1 &
 SERVER_PID=$!
 
 # Wait (bounded) for the listener.

@@ -32,7 +32,8 @@ pub struct ServerConfig {
     pub api_token: Option<SecretString>,
     /// Host names allowed for MCP over HTTP (DNS-rebinding guard); loopback is always allowed.
     pub allowed_hosts: Vec<String>,
-    /// Origins allowed for browser clients of MCP over HTTP.
+    /// Web origins allowed on every route (CORS is answered for them); any other `Origin`
+    /// is refused with 403. Loopback origins are always allowed.
     pub allowed_origins: Vec<String>,
 }
 
@@ -87,6 +88,57 @@ const LIST_KEYS: &[&str] = &[
 /// The config file's sections, to catch `SWITCHBOARD_TWILIO_AUTH_TOKEN` (one underscore).
 const SECTIONS: &[&str] = &["twilio", "openai", "calls", "agent", "server", "store"];
 
+/// Every setting there is (`section.key`, or a top-level key). A key in the file or a
+/// `SWITCHBOARD_*` variable that is not one of these is refused, naming the nearest.
+/// `config.toml.example` documents exactly these (checked by a test).
+pub const SETTINGS: &[&str] = &[
+    "public_url",
+    "twilio.account_sid",
+    "twilio.auth_token",
+    "twilio.from_number",
+    "twilio.api_base",
+    "twilio.machine_detection",
+    "openai.api_key",
+    "openai.realtime_url",
+    "openai.model",
+    "openai.voice",
+    "openai.transcription_model",
+    "calls.max_concurrent",
+    "calls.default_max_duration_secs",
+    "calls.max_duration_limit_secs",
+    "calls.time_limit_margin_secs",
+    "calls.ring_timeout_secs",
+    "calls.allowed_prefixes",
+    "calls.denied_prefixes",
+    "agent.on_behalf_of",
+    "server.bind",
+    "server.api_token",
+    "server.allowed_hosts",
+    "server.allowed_origins",
+    "store.data_dir",
+    "store.retention_days",
+    "store.webhook_urls",
+    "store.webhook_secret",
+];
+
+/// The `SWITCHBOARD_*` variable that sets `setting`.
+pub fn env_name(setting: &str) -> String {
+    format!(
+        "SWITCHBOARD_{}",
+        setting.replace('.', "__").to_ascii_uppercase()
+    )
+}
+
+/// The closest of `candidates` to `word`, when it is close enough to be a likely typo.
+fn nearest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .filter(|(score, _)| *score >= 0.75)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
 /// The conventional variable names other tools use, and the setting each one fills.
 const USUAL_NAMES: &[(&str, &str)] = &[
     ("TWILIO_ACCOUNT_SID", "twilio.account_sid"),
@@ -100,8 +152,16 @@ const USUAL_NAMES: &[(&str, &str)] = &[
 /// and says how to set it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{0}")]
+    // Transparent: with `{0}` and a source, an error chain printer (anyhow's `{:#}` in
+    // main) printed the same message twice.
+    #[error(transparent)]
     Engine(#[from] switchboard_actors::config::ConfigError),
+    #[error("{setting}: not a setting{origin}; {hint}")]
+    Unknown {
+        setting: String,
+        origin: String,
+        hint: String,
+    },
     #[error("{setting}: {problem} (set {how})")]
     Server {
         setting: &'static str,
@@ -268,6 +328,7 @@ impl Config {
     }
 
     pub fn from_figment(figment: &Figment) -> Result<Config, ConfigError> {
+        check_known(figment)?;
         let engine = figment
             .extract_lossy::<EngineConfig>()
             .map_err(|e| invalid(e, ""))?;
@@ -315,6 +376,13 @@ impl Config {
             .api_token
             .as_ref()
             .is_some_and(|t| !t.expose_secret().trim().is_empty());
+        if self.server.api_token.is_some() && !has_token {
+            return Err(ConfigError::Server {
+                setting: "server.api_token",
+                problem: "is set but empty; a blank token would let nobody (or anybody) in".into(),
+                how: "SWITCHBOARD_SERVER__API_TOKEN to a long random string, or leave it unset on a loopback bind",
+            });
+        }
         if !loopback && !has_token {
             return Err(ConfigError::Server {
                 setting: "server.api_token",
@@ -326,6 +394,131 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Where a key's value came from: ` (in config.toml)` or ` (from SWITCHBOARD_X)`.
+fn origin_of(figment: &Figment, key: &str) -> String {
+    let Some(md) = figment.find_metadata(key) else {
+        return String::new();
+    };
+    match &md.source {
+        Some(figment::Source::File(p)) => format!(" (in {})", p.display()),
+        _ => {
+            let keys: Vec<&str> = key.split('.').collect();
+            format!(" (from {})", md.interpolate(&Profile::Default, &keys))
+        }
+    }
+}
+
+/// Refuses any key that is not a setting, naming the nearest valid one (and its variable).
+fn check_known(figment: &Figment) -> Result<(), ConfigError> {
+    // A file that does not parse is reported by the extraction, which names the file.
+    let Ok(mut data) = figment.data() else {
+        return Ok(());
+    };
+    let data = data.remove(&Profile::Default).unwrap_or_default();
+    let top: Vec<&str> = SETTINGS
+        .iter()
+        .filter(|s| !s.contains('.'))
+        .copied()
+        .collect();
+    for (key, value) in &data {
+        if top.contains(&key.as_str()) {
+            continue;
+        }
+        if SECTIONS.contains(&key.as_str()) {
+            let Value::Dict(_, inner) = value else {
+                return Err(ConfigError::Unknown {
+                    setting: key.clone(),
+                    origin: origin_of(figment, key),
+                    hint: format!("[{key}] is a section of settings, not a value"),
+                });
+            };
+            let prefix = format!("{key}.");
+            let known: Vec<&str> = SETTINGS
+                .iter()
+                .filter_map(|s| s.strip_prefix(prefix.as_str()))
+                .collect();
+            for sub in inner.keys() {
+                if known.contains(&sub.as_str()) {
+                    continue;
+                }
+                let setting = format!("{key}.{sub}");
+                let hint = match nearest(sub, known.iter().copied()) {
+                    Some(n) => format!(
+                        "did you mean {key}.{n} ({})? accepted in [{key}]: {}",
+                        env_name(&format!("{key}.{n}")),
+                        known.join(", ")
+                    ),
+                    None => format!("accepted in [{key}]: {}", known.join(", ")),
+                };
+                return Err(ConfigError::Unknown {
+                    origin: origin_of(figment, &setting),
+                    setting,
+                    hint,
+                });
+            }
+            continue;
+        }
+        // Neither a top-level setting nor a section: a misspelled section, or a misspelled
+        // top-level key (SWITCHBOARD_PUBLIC_ULR).
+        let hint = if let Value::Dict(_, inner) = value {
+            let full = inner
+                .keys()
+                .next()
+                .and_then(|k| nearest(&format!("{key}.{k}"), SETTINGS.iter().copied()));
+            match (nearest(key, SECTIONS.iter().copied()), full) {
+                (Some(n), Some(f)) if f.starts_with(&format!("{n}.")) => format!(
+                    "did you mean the section [{n}] ({f}, {})? accepted sections: {}",
+                    env_name(f),
+                    SECTIONS.join(", ")
+                ),
+                (Some(n), _) => format!(
+                    "did you mean the section [{n}]? accepted sections: {}",
+                    SECTIONS.join(", ")
+                ),
+                (None, _) => format!("accepted sections: {}", SECTIONS.join(", ")),
+            }
+        } else {
+            let words = key.replace('_', " ");
+            let best = nearest(key, SETTINGS.iter().copied()).or_else(|| {
+                nearest(
+                    &words,
+                    SETTINGS.iter().copied().filter(|s| !s.contains('.')),
+                )
+            });
+            match best {
+                Some(n) => format!(
+                    "did you mean {n} ({})? accepted: {}, and the sections {}",
+                    env_name(n),
+                    top.join(", "),
+                    SECTIONS.join(", ")
+                ),
+                None => format!(
+                    "accepted: {}, and the sections {}",
+                    top.join(", "),
+                    SECTIONS.join(", ")
+                ),
+            }
+        };
+        let setting = match value {
+            Value::Dict(_, inner) => match inner.keys().next() {
+                Some(k) => format!("{key}.{k}"),
+                None => key.clone(),
+            },
+            _ => key.clone(),
+        };
+        return Err(ConfigError::Unknown {
+            origin: origin_of(figment, &setting),
+            setting: if matches!(value, Value::Dict(..)) {
+                format!("[{key}]")
+            } else {
+                setting
+            },
+            hint,
+        });
+    }
+    Ok(())
 }
 
 /// One line naming the setting, what was wrong and where the value came from.

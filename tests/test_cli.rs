@@ -28,6 +28,39 @@ fn serve_without_accounts_names_the_missing_setting() {
     assert!(line.contains("TWILIO_ACCOUNT_SID"), "{line}");
 }
 
+/// A bad setting is one `error:` line that says it once (the chain printer used to repeat
+/// the engine's message), naming the nearest setting for a typo'd variable.
+#[test]
+fn a_config_error_is_printed_once() {
+    let child = clean_command(&["serve"]).spawn().expect("spawn");
+    let out = wait_with_deadline(child, Duration::from_secs(30));
+    let err = text(&out.stderr);
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+    assert_eq!(err.matches("twilio.account_sid").count(), 1, "{err}");
+
+    let mut cmd = clean_command(&["serve"]);
+    cmd.env("SWITCHBOARD_CALLS__MAX_CONCURENT", "5");
+    let out = wait_with_deadline(cmd.spawn().expect("spawn"), Duration::from_secs(30));
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+    assert!(
+        err.contains("SWITCHBOARD_CALLS__MAX_CONCURENT")
+            && err
+                .contains("did you mean calls.max_concurrent (SWITCHBOARD_CALLS__MAX_CONCURRENT)"),
+        "{err}"
+    );
+
+    let mut cmd = clean_command(&["serve", "--sim"]);
+    cmd.env("SWITCHBOARD_SERVER__BIND", "127.0.0.1:0")
+        .env("SWITCHBOARD_SERVER__API_TOKEN", "");
+    let out = wait_with_deadline(cmd.spawn().expect("spawn"), Duration::from_secs(30));
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert_eq!(err.matches("server.api_token").count(), 1, "{err}");
+    assert!(err.contains("is set but empty"), "{err}");
+}
+
 #[test]
 fn public_bind_without_token_is_refused() {
     let mut cmd = clean_command(&["serve"]);

@@ -213,3 +213,85 @@ fn a_broken_file_is_named_on_one_line() {
         Ok(())
     });
 }
+
+#[test]
+fn a_misspelled_key_or_section_in_the_file_names_the_nearest_setting() {
+    Jail::expect_with(|jail| {
+        jail.create_file("config.toml", "[calls]\nmax_concurent = 7\n")?;
+        let e = Config::load(None).unwrap_err().to_string();
+        assert!(e.starts_with("calls.max_concurent: not a setting"), "{e}");
+        assert!(e.contains("config.toml"), "{e}");
+        assert!(
+            e.contains("did you mean calls.max_concurrent (SWITCHBOARD_CALLS__MAX_CONCURRENT)"),
+            "{e}"
+        );
+        assert!(e.contains("accepted in [calls]: max_concurrent,"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        Ok(())
+    });
+    Jail::expect_with(|jail| {
+        jail.create_file("config.toml", "[call]\nmax_concurrent = 7\n")?;
+        let e = Config::load(None).unwrap_err().to_string();
+        assert!(e.starts_with("[call]: not a setting"), "{e}");
+        assert!(e.contains("did you mean the section [calls]"), "{e}");
+        assert!(
+            e.contains("accepted sections: twilio, openai, calls"),
+            "{e}"
+        );
+        Ok(())
+    });
+    Jail::expect_with(|jail| {
+        jail.create_file("config.toml", "public_ulr = \"https://x.example.com\"\n")?;
+        let e = Config::load(None).unwrap_err().to_string();
+        assert!(e.starts_with("public_ulr: not a setting"), "{e}");
+        assert!(e.contains("did you mean public_url"), "{e}");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_misspelled_variable_names_the_nearest_setting_and_its_variable() {
+    Jail::expect_with(|jail| {
+        jail.set_env("SWITCHBOARD_CALLS__MAX_CONCURENT", "9");
+        let e = Config::load(None).unwrap_err().to_string();
+        assert!(e.contains("SWITCHBOARD_CALLS__MAX_CONCURENT"), "{e}");
+        assert!(
+            e.contains("did you mean calls.max_concurrent (SWITCHBOARD_CALLS__MAX_CONCURRENT)"),
+            "{e}"
+        );
+        Ok(())
+    });
+    Jail::expect_with(|jail| {
+        jail.set_env("SWITCHBOARD_SERVR__BIND", "127.0.0.1:1");
+        let e = Config::load(None).unwrap_err().to_string();
+        assert!(e.contains("did you mean the section [server]"), "{e}");
+        assert!(e.contains("SWITCHBOARD_SERVER__BIND"), "{e}");
+        Ok(())
+    });
+}
+
+#[test]
+fn every_setting_is_known_and_documented() {
+    let text = include_str!("../config.toml.example");
+    for s in switchboard::config::SETTINGS {
+        let key = s.rsplit('.').next().unwrap();
+        assert!(
+            text.contains(&format!("# {key} = "))
+                || text.contains(&switchboard::config::env_name(s)),
+            "config.toml.example does not document {s}"
+        );
+    }
+}
+
+#[test]
+fn an_empty_api_token_is_refused() {
+    Jail::expect_with(|jail| {
+        set_valid(jail);
+        jail.set_env("SWITCHBOARD_SERVER__API_TOKEN", "  ");
+        let c = Config::load(None).map_err(|e| e.to_string())?;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("server.api_token: is set but empty"), "{e}");
+        assert!(e.contains("SWITCHBOARD_SERVER__API_TOKEN"), "{e}");
+        Ok(())
+    });
+}

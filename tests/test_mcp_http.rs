@@ -81,6 +81,77 @@ async fn missing_or_wrong_token_is_401_on_both_transports() {
     stack.stop().await;
 }
 
+/// A web page on another site cannot reach either MCP transport: any Origin that is not
+/// loopback (or listed in server.allowed_origins) is refused with 403 in the API's error
+/// shape, before the token check or the MCP session. Loopback pages and `bearer` in lower
+/// case are accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_origin_is_refused_on_both_transports() {
+    let stack = guarded_stack().await;
+    let url = format!("http://{}/mcp", stack.http_addr);
+    for auth in [format!("Bearer {TOKEN}"), "Bearer wrong".into()] {
+        let res = http()
+            .post(&url)
+            .header("authorization", auth)
+            .header("accept", "application/json, text/event-stream")
+            .header("origin", "https://evil.example")
+            .json(&initialize())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403);
+        assert!(res.headers().get("mcp-session-id").is_none());
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "forbidden", "{body}");
+        let m = body["error"]["message"].as_str().unwrap();
+        assert!(
+            m.contains("https://evil.example") && m.contains("accepted: loopback origins"),
+            "{m}"
+        );
+    }
+    let ws_url = format!("ws://{}/mcp/ws", stack.http_addr);
+    let mut req = ws_url.as_str().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    req.headers_mut()
+        .insert("origin", "https://evil.example".parse().unwrap());
+    let err = tokio_tungstenite::connect_async(req)
+        .await
+        .expect_err("foreign origin");
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => {
+            assert_eq!(resp.status(), 403);
+            let body: Value =
+                serde_json::from_slice(resp.body().as_deref().unwrap_or_default()).unwrap();
+            assert_eq!(body["error"]["code"], "forbidden", "{body}");
+        }
+        other => panic!("expected a 403, got {other}"),
+    }
+    // A loopback page with the token in lower-case scheme gets a session.
+    let res = http()
+        .post(&url)
+        .header("authorization", format!("bearer {TOKEN}"))
+        .header("accept", "application/json, text/event-stream")
+        .header("origin", "http://localhost:6274")
+        .json(&initialize())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("mcp-session-id").is_some());
+    let mut req = ws_url.as_str().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("BEARER {TOKEN}").parse().unwrap());
+    req.headers_mut()
+        .insert("origin", "http://127.0.0.1:6274".parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("loopback origin upgrades");
+    drop(ws);
+    assert!(stack.sim().state().twilio.calls().is_empty());
+    stack.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamable_http_session_lists_and_calls_tools() {
     let stack = guarded_stack().await;
@@ -145,11 +216,10 @@ async fn streamable_http_session_lists_and_calls_tools() {
     .unwrap();
     let r = reply(&res.text().await.unwrap(), 3);
     assert_eq!(r["result"]["isError"], true, "{r}");
+    let text = r["result"]["content"][0]["text"].as_str().unwrap();
     assert!(
-        r["result"]["content"][0]["text"]
-            .as_str()
-            .unwrap()
-            .contains("to must be an E.164 number like +14155550123, got '555-1234'")
+        text.contains("to: '555-1234' is not accepted") && text.contains("like +14155550123"),
+        "{text}"
     );
 
     // A Host that is not allowed is refused (DNS-rebinding guard).

@@ -206,10 +206,8 @@ async fn bad_arguments_get_clear_tool_errors() {
         json!({"to": "555-1234", "goal": "x"}),
     )
     .await;
-    assert_tool_error(
-        &r,
-        "to must be an E.164 number like +14155550123, got '555-1234'",
-    );
+    assert_tool_error(&r, "argument to: '555-1234' is not accepted");
+    assert_tool_error(&r, "like +14155550123");
     let r = call(&client, "telephony_call", json!({"goal": "x"})).await;
     assert_tool_error(&r, "to");
     assert_tool_error(&r, "accepted:");
@@ -219,23 +217,26 @@ async fn bad_arguments_get_clear_tool_errors() {
         json!({"to": "+12125550134", "goal": "  "}),
     )
     .await;
-    assert_tool_error(&r, "goal must say");
+    assert_tool_error(&r, "argument goal: empty; accepted:");
     let r = call(
         &client,
         "telephony_call",
         json!({"to": "+12125550134", "goal": "x", "timeoutSec": 0}),
     )
     .await;
-    assert_tool_error(&r, "timeoutSec must be between 1 and");
+    assert_tool_error(&r, "argument timeoutSec");
+    assert_tool_error(&r, "an integer from 10 to 3600 seconds");
     let r = call(
         &client,
         "telephony_call",
         json!({"to": "+12125550134", "goal": "x", "from": "abc"}),
     )
     .await;
-    assert_tool_error(&r, "from must be an E.164 number");
+    assert_tool_error(&r, "argument from: 'abc' is not accepted");
+    assert_tool_error(&r, "E.164");
     let r = call(&client, "telephony_status", json!({"callId": "nope"})).await;
-    assert_tool_error(&r, "'nope' is not a call id");
+    assert_tool_error(&r, "'nope' is not accepted");
+    assert_tool_error(&r, "accepted: a call id");
     let r = call(
         &client,
         "telephony_status",
@@ -286,8 +287,63 @@ async fn bad_arguments_get_clear_tool_errors() {
         .read_resource(ReadResourceRequestParams::new("call://nope"))
         .await
         .expect_err("unknown resource");
-    assert!(format!("{err:?}").contains("not a call id"), "{err:?}");
+    assert!(
+        format!("{err:?}").contains("accepted: a call id"),
+        "{err:?}"
+    );
 
+    client.cancel().await.ok();
+    stack.stop().await;
+}
+
+/// The MCP tool is checked by the engine's one validation path: what the Supervisor refuses
+/// (a 1 s cap, an unknown voice) is a tool error naming the argument and what is accepted,
+/// and an argument the tool does not know is refused with the list of accepted ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telephony_call_is_refused_with_the_engines_message() {
+    let stack = stack(vec![builtin("restaurant")]).await;
+    let (client, _rx) = connect(&stack).await;
+    let r = call(
+        &client,
+        "telephony_call",
+        json!({"to": "+12125550134", "goal": "x", "timeoutSec": 1}),
+    )
+    .await;
+    assert_tool_error(&r, "argument timeoutSec");
+    assert_tool_error(
+        &r,
+        "1 is not accepted; accepted: an integer from 10 to 3600 seconds",
+    );
+    let r = call(
+        &client,
+        "telephony_call",
+        json!({"to": "+12125550134", "goal": "x", "voice": "robot"}),
+    )
+    .await;
+    assert_tool_error(
+        &r,
+        "argument voice: 'robot' is not a voice the model accepts",
+    );
+    assert_tool_error(&r, "accepted: alloy, ash, ballad");
+    let r = call(
+        &client,
+        "telephony_call",
+        json!({"to": "+12125550134", "goal": "x", "language": "klingon"}),
+    )
+    .await;
+    assert_tool_error(&r, "argument language: 'klingon' is not accepted");
+    assert_tool_error(&r, "like en or en-US");
+    let r = call(
+        &client,
+        "telephony_call",
+        json!({"to": "+12125550134", "goal": "x", "max_duration_secs": 60}),
+    )
+    .await;
+    assert_tool_error(&r, "unknown field `max_duration_secs`");
+    assert_tool_error(&r, "timeoutSec");
+    assert_tool_error(&r, "accepted:");
+    // Nothing reached the carrier.
+    assert!(stack.sim().state().twilio.calls().is_empty());
     client.cancel().await.ok();
     stack.stop().await;
 }

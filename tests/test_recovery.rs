@@ -28,6 +28,8 @@ use switchboard::engine::{
 
 const ACCOUNT: &str = "AC00000000000000000000000000000001";
 const TOKEN: &str = "carrier-token";
+/// What the fake carrier reports as the `duration` of a completed call.
+const CARRIER_DURATION: &str = "42";
 
 #[derive(Default)]
 struct Carrier {
@@ -71,9 +73,12 @@ async fn fetch(
     }
     let sid = file.trim_end_matches(".json");
     match c.calls.get(sid) {
-        Some(status) => {
-            Json(json!({"sid": sid, "account_sid": ACCOUNT, "status": status})).into_response()
-        }
+        // Twilio's `duration` is a string of seconds once the call has ended, else null.
+        Some(status) => Json(json!({
+            "sid": sid, "account_sid": ACCOUNT, "status": status,
+            "duration": (status == "completed").then_some(CARRIER_DURATION),
+        }))
+        .into_response(),
         None => not_found(),
     }
 }
@@ -269,6 +274,11 @@ async fn every_unfinished_call_is_hung_up_and_ended() {
             .as_deref(),
         Some("completed")
     );
+    // The duration written is the carrier's, not the engine's downtime or its own guess.
+    for id in [a, e] {
+        let rec = store.call(id).await.unwrap().unwrap();
+        assert_eq!(rec.duration_secs, 42, "{rec:?}");
+    }
     assert_eq!(store.transcript(a).await.unwrap().len(), 1, "turns survive");
     // Running it again finds nothing to do.
     assert!(

@@ -294,7 +294,12 @@ async fn every_client_error_is_json_and_names_the_problem() {
     .await;
     assert!(m.contains("empty"), "{m}");
     let m = error_of(
-        s.post("/v1/calls").body("{not json").send().await.unwrap(),
+        s.post("/v1/calls")
+            .header("content-type", "application/json")
+            .body("{not json")
+            .send()
+            .await
+            .unwrap(),
         400,
         "invalid_request",
     )
@@ -458,4 +463,370 @@ fn openapi_document_covers_every_route_and_resolves() {
     }
     let req = &schemas["CallRequest"];
     assert!(req["required"].as_array().unwrap().contains(&json!("to")));
+    assert_eq!(req["additionalProperties"], false, "{req}");
+    assert!(schemas["ErrorDetail"]["properties"]["field"].is_object());
+    let create = &doc["paths"]["/v1/calls"]["post"]["responses"];
+    for code in ["400", "401", "403", "413", "415"] {
+        assert!(create[code].is_object(), "POST /v1/calls lacks {code}");
+    }
+    assert!(doc["paths"]["/v1/calls/{id}"]["get"]["responses"]["403"].is_object());
+}
+
+/// The error body's code, message and field, after checking the status.
+async fn error_body(resp: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(resp.status().as_u16(), status);
+    let body: Value = resp.json().await.expect("JSON error body");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    body["error"].clone()
+}
+
+#[tokio::test]
+async fn refused_inputs_name_what_was_wrong_and_what_is_accepted() {
+    let s = start("rest-strict", |_| {}).await;
+    // A misspelled field is refused, not run with the default.
+    let e = error_body(
+        s.post("/v1/calls")
+            .json(&json!({"to": RESTAURANT, "goal": "x", "max_duration_secs": 60}))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert_eq!(e["field"], "max_duration_secs", "{e}");
+    let m = e["message"].as_str().unwrap();
+    assert!(
+        m.contains("max_duration_secs") && m.contains("maxDurationSecs"),
+        "{m}"
+    );
+    // The engine's validation names the field.
+    for (body, field, accepted) in [
+        (json!({"to": "555", "goal": "x"}), "to", "E.164"),
+        (
+            json!({"to": RESTAURANT, "goal": "x", "maxDurationSecs": 1}),
+            "maxDurationSecs",
+            "from 10 to 3600",
+        ),
+        (
+            json!({"to": RESTAURANT, "goal": "x", "voice": "robot"}),
+            "voice",
+            "marin",
+        ),
+        (
+            json!({"to": RESTAURANT, "goal": "x", "language": "english"}),
+            "language",
+            "en-US",
+        ),
+    ] {
+        let e = error_body(
+            s.post("/v1/calls").json(&body).send().await.unwrap(),
+            400,
+            "invalid_request",
+        )
+        .await;
+        assert_eq!(e["field"], field, "{e}");
+        let m = e["message"].as_str().unwrap();
+        assert!(m.starts_with(field) && m.contains(accepted), "{m}");
+    }
+    // A body that is JSON but not an object.
+    for body in ["[]", "\"x\"", "3"] {
+        let e = error_body(
+            s.post("/v1/calls")
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap(),
+            400,
+            "invalid_request",
+        )
+        .await;
+        let m = e["message"].as_str().unwrap();
+        assert!(
+            m.contains("a JSON object is required") && m.contains("goal"),
+            "{body}: {m}"
+        );
+    }
+    // Only the canonical spelling of a call id reaches a call.
+    let id = seed_ended_calls(&s, 1).await[0].to_string();
+    assert_eq!(
+        s.get(&format!("/v1/calls/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert!(id.starts_with('0'));
+    for bad in [
+        id.to_ascii_lowercase(),
+        format!("O{}", &id[1..]),
+        format!("8{}", &id[1..]),
+        format!("%20{id}"),
+    ] {
+        for path in [
+            format!("/v1/calls/{bad}"),
+            format!("/v1/calls/{bad}/transcript"),
+            format!("/v1/events?callId={bad}"),
+        ] {
+            let e = error_body(s.get(&path).send().await.unwrap(), 400, "invalid_request").await;
+            let m = e["message"].as_str().unwrap();
+            assert!(
+                m.contains("is not accepted") && m.contains("accepted: a call id"),
+                "{path}: {m}"
+            );
+        }
+    }
+    assert!(
+        s.stack
+            .sim
+            .as_ref()
+            .unwrap()
+            .state()
+            .twilio
+            .calls()
+            .is_empty()
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_web_page_cannot_reach_the_api() {
+    let s = start("rest-web", |_| {}).await;
+    let call = json!({"to": RESTAURANT, "goal": "x"}).to_string();
+    // A text/plain body (what a cross-site form or no-cors fetch sends) is refused.
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    ] {
+        let e = error_body(
+            s.post("/v1/calls")
+                .header("content-type", ct)
+                .body(call.clone())
+                .send()
+                .await
+                .unwrap(),
+            415,
+            "unsupported_media_type",
+        )
+        .await;
+        let m = e["message"].as_str().unwrap();
+        assert!(
+            m.contains(ct) && m.contains("accepted: Content-Type: application/json"),
+            "{m}"
+        );
+    }
+    // A foreign Origin is refused on every route, before anything runs.
+    for origin in [
+        "https://evil.example",
+        "null",
+        "http://localhost.evil.example",
+    ] {
+        for req in [
+            s.post("/v1/calls")
+                .json(&json!({"to": RESTAURANT, "goal": "x"})),
+            s.get("/v1/calls"),
+            s.get("/v1/events"),
+        ] {
+            let resp = req.header("origin", origin).send().await.unwrap();
+            assert!(resp.headers().get("access-control-allow-origin").is_none());
+            let e = error_body(resp, 403, "forbidden").await;
+            let m = e["message"].as_str().unwrap();
+            assert!(
+                m.contains(origin) && m.contains("server.allowed_origins"),
+                "{m}"
+            );
+        }
+    }
+    assert!(
+        s.stack
+            .sim
+            .as_ref()
+            .unwrap()
+            .state()
+            .twilio
+            .calls()
+            .is_empty()
+    );
+    // Loopback pages pass, without CORS headers (none configured).
+    let resp = s
+        .get("/v1/calls")
+        .header("origin", "http://localhost:5173")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+    // charset is fine.
+    let resp = s
+        .post("/v1/calls")
+        .header("content-type", "application/json; charset=utf-8")
+        .body(call.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    // The bearer scheme in any case; a 401 names the header and scheme.
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let resp = s
+            .http
+            .get(format!("{}/v1/calls", s.base))
+            .header("authorization", format!("{scheme} {TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{scheme}");
+    }
+    for auth in [None, Some("Basic abc"), Some("bearer wrong")] {
+        let mut req = s.http.get(format!("{}/v1/calls", s.base));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let e = error_body(req.send().await.unwrap(), 401, "unauthorized").await;
+        let m = e["message"].as_str().unwrap();
+        assert!(
+            m.contains("Authorization: Bearer <server.api_token>"),
+            "{auth:?}: {m}"
+        );
+    }
+    // Framework errors have the documented shape too.
+    let big = format!(
+        "{{\"to\":\"{RESTAURANT}\",\"goal\":\"{}\"}}",
+        "x".repeat(1_200_000)
+    );
+    let e = error_body(
+        s.post("/v1/calls")
+            .header("content-type", "application/json")
+            .body(big)
+            .send()
+            .await
+            .unwrap(),
+        413,
+        "payload_too_large",
+    )
+    .await;
+    assert!(e["message"].as_str().unwrap().contains("1048576"), "{e}");
+    let e = error_body(s.get("/nowhere").send().await.unwrap(), 404, "not_found").await;
+    assert!(e["message"].as_str().unwrap().contains("/nowhere"), "{e}");
+    let e = error_body(
+        s.http
+            .delete(format!("{}/v1/calls", s.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap(),
+        405,
+        "method_not_allowed",
+    )
+    .await;
+    let m = e["message"].as_str().unwrap();
+    assert!(m.contains("DELETE") && m.contains("accepted:"), "{m}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn listed_origins_get_cors_and_others_do_not() {
+    let s = start("rest-cors", |c| {
+        c.server.allowed_origins = vec!["https://app.example".into()];
+    })
+    .await;
+    let pre = s
+        .http
+        .request(reqwest::Method::OPTIONS, format!("{}/v1/calls", s.base))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(pre.status().is_success(), "{}", pre.status());
+    assert_eq!(
+        pre.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let methods = pre.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap();
+    assert!(methods.contains("POST"), "{methods}");
+    let resp = s
+        .get("/v1/calls")
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let e = error_body(
+        s.get("/v1/calls")
+            .header("origin", "https://other.example")
+            .send()
+            .await
+            .unwrap(),
+        403,
+        "forbidden",
+    )
+    .await;
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("https://app.example"),
+        "{e}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn carrier_status_is_the_carriers_final_word_after_a_cancel() {
+    let s = start("rest-carrier-final", |_| {}).await;
+    let id = s.place_restaurant_call().await;
+    let call_id: CallId = id.parse().unwrap();
+    // Cancel while it rings, so the carrier's own `canceled` comes after our end.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let rec = s.stack.engine.status(call_id).await.unwrap();
+        if rec.carrier_status.as_deref() == Some("ringing") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never rang: {rec:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let resp = s
+        .post(&format!("/v1/calls/{id}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let rec = loop {
+        let rec: Value = s
+            .get(&format!("/v1/calls/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if rec["state"] == "canceled" && rec["carrierStatus"] != "ringing" {
+            break rec;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "carrierStatus stayed: {rec}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(rec["carrierStatus"], "canceled", "{rec}");
+    s.stop().await;
 }

@@ -37,6 +37,14 @@ async fn forged_signature_is_refused_and_changes_nothing() {
         }
         let resp = req.send().await.unwrap();
         assert_eq!(resp.status(), 403, "{path} with {sig:?}");
+        // The API's one error shape, saying what is accepted.
+        let body: serde_json::Value = resp.json().await.expect("a JSON error body");
+        assert_eq!(body["error"]["code"], "forbidden", "{body}");
+        let m = body["error"]["message"].as_str().unwrap();
+        assert!(
+            m.contains("X-Twilio-Signature") && m.contains("accepted:"),
+            "{m}"
+        );
     }
     let after = stack.engine.status(id).await.unwrap();
     assert_eq!(after.state, CallState::Dialing);

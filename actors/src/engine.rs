@@ -25,7 +25,7 @@ use crate::store::{Store, StoreError};
 pub enum EngineError {
     /// The request is malformed or refused by policy; the message says what is accepted.
     #[error("{0}")]
-    InvalidRequest(String),
+    InvalidRequest(crate::validate::RequestError),
     #[error("no call with id {0}")]
     NotFound(CallId),
     #[error(
@@ -361,8 +361,31 @@ impl Engine {
             Some(call) => call
                 .cast(CallMsg::Carrier(update))
                 .map_err(|_| EngineError::NotFound(id)),
-            // A late callback for an ended call changes nothing, but is not an error.
-            None => self.status(id).await.map(|_| ()),
+            // A late callback for an ended call changes nothing but the carrier's own word
+            // (`canceled`/`completed` after a cancel): record it, so `carrierStatus` is final.
+            None => {
+                let rec = self.status(id).await?;
+                let same_call = rec
+                    .carrier_call_sid
+                    .as_deref()
+                    .is_none_or(|sid| sid == update.call_sid);
+                if same_call
+                    && !update.status.is_empty()
+                    && !crate::recovery::is_live(&update.status)
+                    && rec.carrier_status.as_deref() != Some(update.status.as_str())
+                {
+                    self.inner.bus.emit(crate::model::NewEvent::now(
+                        id,
+                        crate::model::EventKind::Carrier {
+                            status: update.status,
+                            call_sid: Some(update.call_sid),
+                            answered_by: update.answered_by,
+                        },
+                    ));
+                    self.inner.bus.flush().await;
+                }
+                Ok(())
+            }
         }
     }
 

@@ -35,6 +35,7 @@
 //! - [`events`]: the event bus (durable before published) and gap-free event streams.
 //! - [`store`]: the event log and projections behind the [`store::Store`] trait.
 //! - [`config`], [`policy`]: settings and destination checks.
+//! - [`validate`]: [`PhoneNumber`] and `CallRequest::validate`, the one request check.
 
 pub mod call;
 pub mod config;
@@ -49,7 +50,9 @@ pub mod store;
 pub mod supervisor;
 pub mod tls;
 pub mod twilio;
+pub mod validate;
 
 pub use config::EngineConfig;
 pub use engine::{CancelOutcome, CarrierUpdate, Engine, EngineError};
 pub use model::*;
+pub use validate::{PhoneNumber, PhoneNumberError, RequestError};

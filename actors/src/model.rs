@@ -42,14 +42,54 @@ impl fmt::Display for CallId {
     }
 }
 
+/// What a call id looks like, for error messages.
+pub const CALL_ID_ACCEPTED: &str = "a call id (a ULID in canonical form): 26 characters of upper-case Crockford base32 (0-9 and A-Z without I, L, O, U), the first 0 to 7, like 01JD3Z8Q5V6N0M8X9K2C4B7A1E";
+
+/// A string that is not a canonical call id.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("'{got}' is not accepted ({why}); accepted: {CALL_ID_ACCEPTED}")]
+pub struct CallIdError {
+    pub got: String,
+    pub why: &'static str,
+}
+
 impl FromStr for CallId {
-    type Err = String;
+    type Err = CallIdError;
+    /// Only the canonical spelling: no surrounding space, no lower case, no Crockford aliases
+    /// (I, L, O), and no first character above 7 (that would overflow 128 bits).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ulid::from_string(s.trim()).map(CallId).map_err(|_| {
-            format!("'{s}' is not a call id (a 26-character ULID like 01JD3Z8Q5V6N0M8X9K2C4B7A1E)")
-        })
+        let err = |why| CallIdError {
+            got: s.to_owned(),
+            why,
+        };
+        if s.len() != 26 {
+            return Err(err("a call id has exactly 26 characters"));
+        }
+        if let Some(c) = s
+            .bytes()
+            .find(|b| !matches!(b, b'0'..=b'9' | b'A'..=b'H' | b'J' | b'K' | b'M' | b'N' | b'P'..=b'T' | b'V'..=b'Z'))
+        {
+            return Err(err(if c.is_ascii_lowercase() {
+                "lower case is not accepted"
+            } else if matches!(c, b'I' | b'L' | b'O' | b'U') {
+                "I, L, O and U are not in the alphabet"
+            } else {
+                "a character outside the alphabet"
+            }));
+        }
+        if s.as_bytes()[0] > b'7' {
+            return Err(err("the first character must be 0 to 7"));
+        }
+        Ulid::from_string(s)
+            .map(CallId)
+            .map_err(|_| err("not a ULID"))
     }
 }
+
+/// A string that is not one of the five call states.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a call state (accepted: dialing, connected, completed, failed, canceled)")]
+pub struct CallStateError(pub String);
 
 /// The public states. Finer facts live in [`CallDetail`] so that clients only ever branch on
 /// five values.
@@ -88,7 +128,7 @@ impl fmt::Display for CallState {
 }
 
 impl FromStr for CallState {
-    type Err = String;
+    type Err = CallStateError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "dialing" => Ok(CallState::Dialing),
@@ -96,9 +136,7 @@ impl FromStr for CallState {
             "completed" => Ok(CallState::Completed),
             "failed" => Ok(CallState::Failed),
             "canceled" => Ok(CallState::Canceled),
-            other => Err(format!(
-                "'{other}' is not a call state (accepted: dialing, connected, completed, failed, canceled)"
-            )),
+            other => Err(CallStateError(other.to_owned())),
         }
     }
 }
@@ -137,9 +175,10 @@ pub enum CallDetail {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CallRequest {
-    /// E.164 destination, e.g. `+14155550123`.
+    /// E.164 destination, e.g. `+14155550123` (checked by [`CallRequest::validate`]).
+    #[schemars(pattern(r"^\+[1-9][0-9]{7,14}$"))]
     pub to: String,
     /// E.164 caller id; defaults to the configured Twilio number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -314,7 +353,8 @@ pub enum EventKind {
     Error {
         message: String,
     },
-    /// The terminal event: always last for a call, written exactly once.
+    /// The terminal event: written exactly once, and the last of the engine's own events for
+    /// the call. Only the carrier's late word (a `carrier` event) may follow it.
     Ended {
         state: CallState,
         detail: CallDetail,
@@ -407,7 +447,23 @@ impl CallRecord {
         debug_assert_eq!(ev.call_id, self.id);
         self.last_seq = self.last_seq.max(ev.seq);
         if self.state.is_terminal() {
-            return; // a terminal record never changes again
+            // The engine's view is final; the carrier's last word (a `canceled` or
+            // `completed` callback that arrives after the end) still is recorded. A live
+            // status arriving late (out of order) is not a last word.
+            if let EventKind::Carrier {
+                status, call_sid, ..
+            } = &ev.kind
+                && !matches!(
+                    status.as_str(),
+                    "queued" | "initiated" | "ringing" | "in-progress"
+                )
+            {
+                self.carrier_status = Some(status.clone());
+                if self.carrier_call_sid.is_none() {
+                    self.carrier_call_sid = call_sid.clone();
+                }
+            }
+            return;
         }
         match &ev.kind {
             EventKind::Created { .. } | EventKind::Transcript { .. } | EventKind::Dtmf { .. } => {}
@@ -485,5 +541,80 @@ impl CallFilter {
     }
     pub fn matches(&self, r: &CallRecord) -> bool {
         self.state.is_none_or(|s| s == r.state) && self.before.is_none_or(|b| r.id < b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_canonical_call_ids_are_accepted() {
+        let id = CallId::generate();
+        let canonical = id.to_string();
+        assert_eq!(canonical.parse::<CallId>().unwrap(), id);
+        let aliased = format!("{}I", &canonical[..25]);
+        let above_seven = format!("8{}", &canonical[1..]);
+        for (bad, why) in [
+            (canonical.to_ascii_lowercase(), "lower case"),
+            (format!(" {canonical}"), "26 characters"),
+            (aliased, "I, L, O"),
+            (above_seven, "0 to 7"),
+            ("7ZZZZZZZZZZZZZZZZZZZZZZZZZ".replace('Z', "O"), "I, L, O"),
+        ] {
+            let e = bad.parse::<CallId>().unwrap_err().to_string();
+            assert!(
+                e.contains(why) && e.contains("accepted: a call id"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_carriers_last_word_is_recorded_after_the_end() {
+        let id = CallId::generate();
+        let ev = |seq, kind| CallEvent {
+            seq,
+            call_id: id,
+            at: Utc::now(),
+            kind,
+        };
+        let mut rec = CallRecord::from_created(&ev(
+            1,
+            EventKind::Created {
+                request: CallRequest::new("+14155550123", "x"),
+            },
+        ))
+        .unwrap();
+        let carrier = |status: &str| EventKind::Carrier {
+            status: status.into(),
+            call_sid: Some("CA1".into()),
+            answered_by: None,
+        };
+        rec.apply(&ev(2, carrier("ringing")));
+        rec.apply(&ev(
+            3,
+            EventKind::Ended {
+                state: CallState::Canceled,
+                detail: CallDetail::CanceledByUser,
+                reason: None,
+                outcome: None,
+                duration_secs: 0,
+                usage: Usage::default(),
+            },
+        ));
+        rec.apply(&ev(4, carrier("canceled")));
+        rec.apply(&ev(5, carrier("ringing"))); // late and out of order
+        rec.apply(&ev(
+            6,
+            EventKind::State {
+                state: CallState::Connected,
+                detail: CallDetail::InProgress,
+                reason: None,
+            },
+        ));
+        assert_eq!(rec.carrier_status.as_deref(), Some("canceled"));
+        assert_eq!(rec.state, CallState::Canceled);
+        assert_eq!(rec.last_seq, 6);
     }
 }

@@ -271,7 +271,7 @@ async fn deliver_due(
                     .bind(url)
                     .bind(attempts)
                     .bind(next)
-                    .bind(&problem)
+                    .bind(problem.to_string())
                     .execute(pool)
                     .await
                     .map_err(store_err)?;
@@ -297,13 +297,22 @@ async fn deliver_due(
     Ok(delivered)
 }
 
+/// Why one webhook delivery failed (stored as the delivery's `last_error`).
+#[derive(Debug, thiserror::Error)]
+enum DeliveryError {
+    #[error("receiver answered {0}")]
+    Status(reqwest::StatusCode),
+    #[error("request failed: {0}")]
+    Request(#[from] reqwest::Error),
+}
+
 async fn post(
     client: &reqwest::Client,
     config: &OutboxConfig,
     url: &str,
     id: &str,
     body: &str,
-) -> Result<(), String> {
+) -> Result<(), DeliveryError> {
     let mut req = client
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -320,8 +329,8 @@ async fn post(
     }
     match req.send().await {
         Ok(resp) if resp.status().is_success() => Ok(()),
-        Ok(resp) => Err(format!("receiver answered {}", resp.status())),
-        Err(e) => Err(format!("request failed: {e}")),
+        Ok(resp) => Err(DeliveryError::Status(resp.status())),
+        Err(e) => Err(DeliveryError::Request(e)),
     }
 }
 

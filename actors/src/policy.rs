@@ -1,32 +1,35 @@
 //! Destination checks that run before anything is dialed.
 
 use crate::config::CallPolicy;
+use crate::validate::PhoneNumber;
 
 /// `+` then 8 to 15 digits, first digit not 0 (ITU E.164).
 pub fn is_e164(s: &str) -> bool {
-    let Some(digits) = s.strip_prefix('+') else {
-        return false;
-    };
-    (8..=15).contains(&digits.len())
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && !digits.starts_with('0')
+    s.parse::<PhoneNumber>().is_ok()
 }
 
 /// Why a destination may not be dialed, in words for the person (or model) who asked.
-pub fn check_destination(policy: &CallPolicy, to: &str) -> Result<(), String> {
-    if !is_e164(to) {
-        return Err(format!(
-            "to must be an E.164 number like +14155550123, got '{to}'"
-        ));
-    }
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error(
+        "calls to numbers starting with {prefix} are not allowed (premium-rate or denied by policy, calls.denied_prefixes)"
+    )]
+    Denied { prefix: String },
+    #[error(
+        "calls to {to} are not allowed; accepted: numbers starting with {}",
+        allowed.join(", ")
+    )]
+    NotAllowed { to: String, allowed: Vec<String> },
+}
+
+pub fn check_destination(policy: &CallPolicy, to: &PhoneNumber) -> Result<(), PolicyError> {
+    let to = to.as_str();
     if let Some(p) = policy
         .denied_prefixes
         .iter()
         .find(|p| to.starts_with(p.as_str()))
     {
-        return Err(format!(
-            "calls to numbers starting with {p} are not allowed (premium-rate or denied by policy)"
-        ));
+        return Err(PolicyError::Denied { prefix: p.clone() });
     }
     if !policy.allowed_prefixes.is_empty()
         && !policy
@@ -34,10 +37,10 @@ pub fn check_destination(policy: &CallPolicy, to: &str) -> Result<(), String> {
             .iter()
             .any(|p| to.starts_with(p.as_str()))
     {
-        return Err(format!(
-            "calls to {to} are not allowed; this engine may only call numbers starting with {}",
-            policy.allowed_prefixes.join(", ")
-        ));
+        return Err(PolicyError::NotAllowed {
+            to: to.to_owned(),
+            allowed: policy.allowed_prefixes.clone(),
+        });
     }
     Ok(())
 }
@@ -45,6 +48,10 @@ pub fn check_destination(policy: &CallPolicy, to: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn n(s: &str) -> PhoneNumber {
+        s.parse().unwrap()
+    }
 
     #[test]
     fn e164() {
@@ -67,21 +74,18 @@ mod tests {
     fn policy() {
         let mut p = CallPolicy::default();
         assert!(
-            check_destination(&p, "+19005550123")
+            check_destination(&p, &n("+19005550123"))
                 .unwrap_err()
+                .to_string()
                 .contains("+1900")
         );
         p.allowed_prefixes = vec!["+44".into()];
         assert!(
-            check_destination(&p, "+14155550123")
+            check_destination(&p, &n("+14155550123"))
                 .unwrap_err()
+                .to_string()
                 .contains("+44")
         );
-        assert!(check_destination(&p, "+442071838750").is_ok());
-        assert!(
-            check_destination(&p, "555-1234")
-                .unwrap_err()
-                .contains("E.164")
-        );
+        assert!(check_destination(&p, &n("+442071838750")).is_ok());
     }
 }

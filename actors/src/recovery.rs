@@ -9,7 +9,6 @@
 //! The carrier is behind the small [`Carrier`] trait so this module does not depend on the
 //! engine's REST client; the engine's own [`crate::twilio::rest::TwilioRest`] implements it.
 
-use chrono::Utc;
 use futures_util::future::BoxFuture;
 
 use crate::model::{
@@ -26,18 +25,42 @@ pub enum RecoveryError {
     Store(#[from] StoreError),
 }
 
+/// A carrier request recovery made failed; the message is the carrier client's.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CarrierError(pub String);
+
+/// The carrier's view of one call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CarrierCall {
+    /// `queued`, `ringing`, `in-progress`, `completed` …
+    pub status: String,
+    /// The carrier's own `duration` (seconds answered), once it has one.
+    pub duration_secs: Option<u64>,
+}
+
 /// What recovery needs from a carrier.
 pub trait Carrier: Send + Sync {
-    /// The carrier's status word for `call_sid` (`queued`, `ringing`, `in-progress`,
-    /// `completed` …), or `None` when the carrier does not know the call.
-    fn status<'a>(&'a self, call_sid: &'a str) -> BoxFuture<'a, Result<Option<String>, String>>;
+    /// The carrier's view of `call_sid`, or `None` when the carrier does not know the call.
+    fn fetch<'a>(
+        &'a self,
+        call_sid: &'a str,
+    ) -> BoxFuture<'a, Result<Option<CarrierCall>, CarrierError>>;
+
+    /// The carrier's status word for `call_sid`, or `None` when the carrier does not know it.
+    fn status<'a>(
+        &'a self,
+        call_sid: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, CarrierError>> {
+        Box::pin(async move { Ok(self.fetch(call_sid).await?.map(|c| c.status)) })
+    }
 
     /// Asks the carrier to end the call: `status` is `canceled` or `completed`.
     fn hang_up<'a>(
         &'a self,
         call_sid: &'a str,
         status: &'a str,
-    ) -> BoxFuture<'a, Result<(), String>>;
+    ) -> BoxFuture<'a, Result<(), CarrierError>>;
 }
 
 /// Carrier statuses in which a call may still be running.
@@ -84,18 +107,24 @@ async fn reconcile_one(
         problem: None,
     };
     let mut final_status = None;
+    let mut carrier_duration = None;
     if let Some(sid) = rec.carrier_call_sid.as_deref() {
-        match carrier.status(sid).await {
-            Ok(status) => {
+        match carrier.fetch(sid).await {
+            Ok(call) => {
+                let status = call.as_ref().map(|c| c.status.clone());
+                carrier_duration = call.and_then(|c| c.duration_secs);
                 result.carrier_status = status.clone();
                 final_status = status.clone();
                 if let Some(s) = status.filter(|s| is_live(s)) {
                     match hang_up(carrier, sid, &s).await {
                         Ok(after) => {
                             result.hung_up = true;
-                            final_status = after.or(final_status);
+                            if let Some(after) = &after {
+                                carrier_duration = after.duration_secs.or(carrier_duration);
+                            }
+                            final_status = after.map(|c| c.status).or(final_status);
                         }
-                        Err(e) => result.problem = Some(e),
+                        Err(e) => result.problem = Some(e.to_string()),
                     }
                 }
             }
@@ -120,7 +149,6 @@ async fn reconcile_one(
         tracing::info!(call_id = %rec.id, carrier_status = ?result.carrier_status,
             hung_up = result.hung_up, "recovered an unfinished call");
     }
-    let now = Utc::now();
     let mut events = Vec::new();
     if let (Some(sid), Some(status)) = (&rec.carrier_call_sid, &final_status) {
         events.push(NewEvent::now(
@@ -132,10 +160,9 @@ async fn reconcile_one(
             },
         ));
     }
-    let duration_secs = rec
-        .answered_at
-        .map(|a| (now - a).num_seconds().max(0) as u64)
-        .unwrap_or(0);
+    // The carrier's own duration; without it, what the log knew when the engine stopped
+    // (never the engine's downtime).
+    let duration_secs = carrier_duration.unwrap_or(rec.duration_secs);
     events.push(NewEvent::now(
         rec.id,
         EventKind::Ended {
@@ -155,18 +182,22 @@ async fn reconcile_one(
 }
 
 /// Cancels (queued/ringing) or completes (answered) the call, then re-checks once so a call
-/// answered between the fetch and the cancel is still ended. Returns the last status seen.
-async fn hang_up(carrier: &dyn Carrier, sid: &str, status: &str) -> Result<Option<String>, String> {
+/// answered between the fetch and the cancel is still ended. Returns the last view seen.
+async fn hang_up(
+    carrier: &dyn Carrier,
+    sid: &str,
+    status: &str,
+) -> Result<Option<CarrierCall>, CarrierError> {
     let first = if status == "in-progress" {
         "completed"
     } else {
         "canceled"
     };
     carrier.hang_up(sid, first).await?;
-    let after = carrier.status(sid).await?;
-    if first == "canceled" && after.as_deref().is_some_and(is_live) {
+    let after = carrier.fetch(sid).await?;
+    if first == "canceled" && after.as_ref().is_some_and(|c| is_live(&c.status)) {
         carrier.hang_up(sid, "completed").await?;
-        return carrier.status(sid).await;
+        return carrier.fetch(sid).await;
     }
     Ok(after)
 }
@@ -175,12 +206,18 @@ async fn hang_up(carrier: &dyn Carrier, sid: &str, status: &str) -> Result<Optio
 pub type TwilioCarrier = crate::twilio::rest::TwilioRest;
 
 impl Carrier for crate::twilio::rest::TwilioRest {
-    fn status<'a>(&'a self, call_sid: &'a str) -> BoxFuture<'a, Result<Option<String>, String>> {
+    fn fetch<'a>(
+        &'a self,
+        call_sid: &'a str,
+    ) -> BoxFuture<'a, Result<Option<CarrierCall>, CarrierError>> {
         Box::pin(async move {
-            match self.fetch(call_sid).await {
-                Ok(c) => Ok(Some(c.status)),
+            match crate::twilio::rest::TwilioRest::fetch(self, call_sid).await {
+                Ok(c) => Ok(Some(CarrierCall {
+                    duration_secs: c.duration_secs(),
+                    status: c.status,
+                })),
                 Err(crate::twilio::rest::TwilioError::Api { code: 20404, .. }) => Ok(None),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(CarrierError(e.to_string())),
             }
         })
     }
@@ -189,12 +226,12 @@ impl Carrier for crate::twilio::rest::TwilioRest {
         &'a self,
         call_sid: &'a str,
         status: &'a str,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), CarrierError>> {
         Box::pin(async move {
             match self.set_status(call_sid, status).await {
                 Ok(_) => Ok(()),
                 Err(e) if e.already_ended() => Ok(()),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(CarrierError(e.to_string())),
             }
         })
     }

@@ -16,7 +16,6 @@ use crate::events::EventBus;
 use crate::model::{
     CallDetail, CallId, CallRequest, CallState, EventKind, NewEvent, Outcome, OutcomeStatus, Usage,
 };
-use crate::policy;
 use crate::twilio::rest::TwilioRest;
 
 pub enum SupervisorMsg {
@@ -51,33 +50,6 @@ pub struct SupervisorState {
     by_actor: HashMap<ActorId, Live>,
     by_call: HashMap<CallId, ActorId>,
     draining: bool,
-}
-
-/// Checks a request before anything is dialed; the message says what is accepted.
-pub fn validate(cfg: &EngineConfig, req: &CallRequest) -> Result<(), String> {
-    policy::check_destination(&cfg.calls, &req.to)?;
-    if let Some(from) = &req.from
-        && !policy::is_e164(from)
-    {
-        return Err(format!(
-            "from must be an E.164 number like +14155550123, got '{from}'"
-        ));
-    }
-    if req.goal.trim().is_empty() {
-        return Err("goal must say what the call should achieve, e.g. 'Book a table for two at 7:30 tonight'".into());
-    }
-    if req.goal.len() > 4000 || req.context.as_deref().map_or(0, str::len) > 20_000 {
-        return Err("goal may be at most 4000 characters and context at most 20000".into());
-    }
-    if let Some(secs) = req.max_duration_secs
-        && (secs < 10 || secs > cfg.calls.max_duration_limit_secs)
-    {
-        return Err(format!(
-            "the maximum duration must be from 10 to {} seconds, got {secs}",
-            cfg.calls.max_duration_limit_secs
-        ));
-    }
-    Ok(())
 }
 
 impl Actor for Supervisor {
@@ -197,7 +169,9 @@ impl Supervisor {
             // Nothing could be recorded: not the call, not its end.
             return Err(EngineError::EventLogStopped);
         }
-        validate(&s.config, &request).map_err(EngineError::InvalidRequest)?;
+        let request = request
+            .validate(&s.config.calls)
+            .map_err(EngineError::InvalidRequest)?;
         if s.by_actor.len() >= s.config.calls.max_concurrent {
             return Err(EngineError::AtCapacity {
                 active: s.by_actor.len(),

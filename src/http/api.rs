@@ -10,7 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -44,7 +44,9 @@ pub fn routes(state: AppState) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/{*rest}", any(unknown_route))
+        .route_layer(middleware::from_fn(super::guard::require_json))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(DefaultBodyLimit::max(super::guard::BODY_LIMIT))
         .with_state(state)
 }
 
@@ -58,11 +60,15 @@ pub struct ErrorBody {
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct ErrorDetail {
-    /// Stable machine code: invalid_request, not_found, unauthorized, at_capacity,
+    /// Stable machine code: invalid_request, not_found, unauthorized, forbidden,
+    /// method_not_allowed, payload_too_large, unsupported_media_type, at_capacity,
     /// shutting_down, storage_error, internal.
     pub code: String,
     /// What went wrong and what is accepted, in plain words.
     pub message: String,
+    /// The request field that was refused (`to`, `maxDurationSecs`, …), when one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -95,15 +101,26 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    field: Option<String>,
 }
 
 impl ApiError {
-    fn invalid(message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
-            status: StatusCode::BAD_REQUEST,
-            code: "invalid_request",
+            status,
+            code,
             message: message.into(),
+            field: None,
         }
+    }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
     }
 }
 
@@ -122,10 +139,15 @@ impl From<EngineError> for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %e, "API request failed");
         }
+        let field = match &e {
+            EngineError::InvalidRequest(r) => Some(r.field().to_owned()),
+            _ => None,
+        };
         ApiError {
             status,
             code,
             message: e.to_string(),
+            field,
         }
     }
 }
@@ -136,6 +158,7 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code: self.code.into(),
                 message: self.message,
+                field: self.field,
             },
         };
         let mut resp = (self.status, Json(body)).into_response();
@@ -176,12 +199,7 @@ async fn create_call(State(state): State<AppState>, body: Bytes) -> ApiResult<Re
             "the body is empty; send a JSON call request like {\"to\":\"+14155550123\",\"goal\":\"...\"}",
         ));
     }
-    let request: CallRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::invalid(format!(
-            "the body is not a valid call request: {e} (required: to (E.164 string), goal (string); \
-             optional: from, context, instructions, maxDurationSecs (integer), voice, language)"
-        ))
-    })?;
+    let request = parse_call_request(&body)?;
     let id = state.engine.place_call(request).await?;
     let current = admitted_state(&state, id).await;
     let mut resp = (
@@ -214,10 +232,51 @@ async fn admitted_state(state: &AppState, id: CallId) -> CallState {
     }
 }
 
+/// What a call request may hold, for error messages.
+const CALL_REQUEST_ACCEPTED: &str = "required: to (E.164 string), goal (string); optional: from, context, instructions, maxDurationSecs (integer), voice, language";
+
+/// The body as a call request: a JSON object with only the known fields.
+fn parse_call_request(body: &[u8]) -> ApiResult<CallRequest> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') {
+        let kind = match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Array(_)) => "an array",
+            Ok(Value::String(_)) => "a string",
+            Ok(Value::Number(_)) => "a number",
+            Ok(Value::Bool(_)) => "a boolean",
+            Ok(Value::Null) => "null",
+            _ => "not JSON",
+        };
+        return Err(ApiError::invalid(format!(
+            "the body is {kind}; a JSON object is required, like {{\"to\":\"+14155550123\",\"goal\":\"...\"}} ({CALL_REQUEST_ACCEPTED})"
+        )));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let text = e.to_string();
+        // serde names an unknown field as "unknown field `x`, expected one of `to`, …".
+        let unknown = text
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split_once('`'))
+            .map(|(name, _)| name.to_owned());
+        let missing = text
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split_once('`'))
+            .map(|(name, _)| name.to_owned());
+        let err = ApiError::invalid(format!(
+            "the body is not a valid call request: {e} ({CALL_REQUEST_ACCEPTED})"
+        ));
+        match unknown.or(missing) {
+            Some(f) => err.with_field(f),
+            None => err,
+        }
+    })
+}
+
 async fn unknown_route(uri: axum::http::Uri) -> ApiError {
     ApiError {
         status: StatusCode::NOT_FOUND,
         code: "not_found",
+        field: None,
         message: format!(
             "no route {} (see /v1/openapi.json: /v1/calls, /v1/calls/{{id}}, /v1/calls/{{id}}/cancel, \
              /v1/calls/{{id}}/transcript, /v1/events)",
@@ -441,7 +500,13 @@ pub fn openapi_document() -> Value {
     let common = |mut responses: serde_json::Map<String, Value>| {
         responses.insert(
             "401".into(),
-            err("Missing or wrong bearer token (server.api_token)"),
+            err("Missing or wrong bearer token (Authorization: Bearer <server.api_token>)"),
+        );
+        responses.insert(
+            "403".into(),
+            err(
+                "The Origin header names a site that is not loopback nor in server.allowed_origins",
+            ),
         );
         responses.insert("500".into(), err("Storage or internal failure"));
         Value::Object(responses)
@@ -467,7 +532,9 @@ pub fn openapi_document() -> Value {
                     "requestBody": {"required": true, "content": json_content(&call_request)},
                     "responses": common(obj(json!({
                         "201": {"description": "Admitted", "content": json_content(&created)},
-                        "400": err("The request is malformed or refused by policy"),
+                        "400": err("The request is malformed or refused by policy; `field` names the field"),
+                        "413": err("The body is larger than 1 MiB"),
+                        "415": err("The body is not sent as Content-Type: application/json"),
                         "429": err("At capacity (calls.max_concurrent); retry later"),
                         "503": err("Shutting down"),
                     })))
@@ -505,6 +572,8 @@ pub fn openapi_document() -> Value {
                     "responses": common(obj(json!({
                         "200": {"description": "What the cancel did", "content": json_content(&cancel)},
                         "400": err("The id is not a call id"),
+                        "413": err("The body is larger than 1 MiB"),
+                        "415": err("A body is sent, but not as Content-Type: application/json"),
                         "404": err("No such call"),
                     })))
                 }

@@ -15,17 +15,26 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
     let Some(expected) = state.config.server.api_token.as_ref() else {
         return next.run(req).await;
     };
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
+    let header_value = req.headers().get(header::AUTHORIZATION);
+    // RFC 9110 §11.1: the scheme is case-insensitive.
+    let given = header_value
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
     match given {
         Some(t) if bool::from(t.as_bytes().ct_eq(expected.expose_secret().as_bytes())) => {
             next.run(req).await
         }
-        Some(_) => unauthorized("the bearer token is not valid"),
-        None => unauthorized("missing Authorization: Bearer <token> (server.api_token)"),
+        Some(_) => unauthorized(
+            "the bearer token is not valid; accepted: Authorization: Bearer <server.api_token>",
+        ),
+        None if header_value.is_some() => unauthorized(
+            "the Authorization header is not a bearer token; accepted: Authorization: Bearer <server.api_token>",
+        ),
+        None => unauthorized(
+            "missing Authorization header; accepted: Authorization: Bearer <server.api_token>",
+        ),
     }
 }
 

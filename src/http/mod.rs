@@ -7,11 +7,13 @@
 
 pub mod api;
 pub mod auth;
+pub mod guard;
 pub mod twilio;
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::middleware;
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +49,13 @@ pub fn app(state: AppState) -> Router {
         .merge(api::routes(state.clone()))
         .merge(crate::mcp::http_routes(state.clone()))
         .route("/healthz", get(|| async { "ok" }))
+        // Innermost first: every error becomes JSON, then foreign origins are refused before
+        // any route (or its token check) runs.
+        .layer(middleware::from_fn(guard::json_errors))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::origin_guard,
+        ))
 }
 
 /// Serves `app(state)` on `listener` until `shutdown` is cancelled; open event streams and

@@ -28,8 +28,14 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// A refusal in the API's one error shape, `{"error":{"code","message"}}`.
 fn refused(status: StatusCode, why: &str) -> Response {
-    (status, why.to_owned()).into_response()
+    let code = match status {
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        _ => "internal",
+    };
+    super::api::ApiError::new(status, code, why).into_response()
 }
 
 /// Parses and checks a signed form webhook.
@@ -50,7 +56,10 @@ fn signed_form(
         .unwrap_or(uri.path());
     if sig.is_empty() || !state.engine.verify_twilio_signature(path, &params, sig) {
         tracing::warn!(path, "webhook refused: bad or missing X-Twilio-Signature");
-        return Err(refused(StatusCode::FORBIDDEN, "invalid X-Twilio-Signature"));
+        return Err(refused(
+            StatusCode::FORBIDDEN,
+            "invalid X-Twilio-Signature; accepted: requests Twilio signed with this account's auth token over the configured public_url",
+        ));
     }
     Ok(params)
 }
@@ -69,7 +78,9 @@ fn signed_call(
 
 fn call_id(id: &str) -> Result<CallId, Response> {
     id.parse()
-        .map_err(|e: String| refused(StatusCode::NOT_FOUND, &e))
+        .map_err(|e: switchboard_actors::model::CallIdError| {
+            refused(StatusCode::NOT_FOUND, &e.to_string())
+        })
 }
 
 fn engine_error(e: EngineError) -> Response {
@@ -141,7 +152,10 @@ async fn media(
         && !state.engine.verify_media_signature(uri.path(), sig)
     {
         tracing::warn!("media socket refused: bad X-Twilio-Signature");
-        return refused(StatusCode::FORBIDDEN, "invalid X-Twilio-Signature");
+        return refused(
+            StatusCode::FORBIDDEN,
+            "invalid X-Twilio-Signature; accepted: requests Twilio signed with this account's auth token over the configured public_url",
+        );
     }
     let id = match call_id(&id) {
         Ok(i) => i,

@@ -16,7 +16,6 @@ use rmcp::service::{NotificationContext, Peer, RequestContext, SubscriptionConte
 use rmcp::{ErrorData, RoleServer, ServerHandler, prompt, prompt_handler, prompt_router, tool};
 use rmcp::{tool_handler, tool_router};
 
-use switchboard_actors::policy::check_destination;
 use switchboard_actors::{
     CallEvent, CallFilter, CallId, CallRecord, CallRequest, CallState, Engine, EngineError,
     EventKind,
@@ -26,7 +25,6 @@ use super::types::*;
 
 /// Longest `telephony_wait`: clients give a tool call about 60 s before giving up.
 pub const MAX_WAIT_SECS: u64 = 50;
-const DEFAULT_TIMEOUT_SECS: u32 = 180;
 const DEFAULT_LIST_LIMIT: usize = 20;
 
 /// Names the seeds used (dots), served as aliases but never listed: Claude, Cursor and the
@@ -64,6 +62,16 @@ fn engine_err(e: EngineError) -> CallToolResult {
         EngineError::NotFound(id) => fail(format!(
             "no call with id {id}; use telephony_list to see recent calls"
         )),
+        // The engine's message starts with the request's field name; the tool calls
+        // maxDurationSecs `timeoutSec`.
+        EngineError::InvalidRequest(e) => {
+            let msg = e.to_string();
+            let msg = match msg.strip_prefix("maxDurationSecs: ") {
+                Some(rest) => format!("timeoutSec: {rest}"),
+                None => msg,
+            };
+            fail(format!("invalid telephony_call argument {msg}"))
+        }
         other => fail(other.to_string()),
     }
 }
@@ -200,34 +208,15 @@ impl TelephonyServer {
         &self,
         Parameters(a): Parameters<CallArgs>,
     ) -> Result<Json<CallPlaced>, CallToolResult> {
-        let policy = &self.engine.config().calls;
-        check_destination(policy, a.to.trim()).map_err(fail)?;
-        if let Some(from) = &a.from
-            && !switchboard_actors::policy::is_e164(from)
-        {
-            return Err(fail(format!(
-                "from must be an E.164 number like +14155550123, got '{from}' (or leave it out to use the configured number)"
-            )));
-        }
-        if a.goal.trim().is_empty() {
-            return Err(fail(
-                "goal must say what the call should achieve, e.g. \"Book a table for 2 at 7pm\"; got an empty string",
-            ));
-        }
-        let timeout = a.timeout_sec.unwrap_or(DEFAULT_TIMEOUT_SECS);
-        let limit = policy.max_duration_limit_secs;
-        if timeout == 0 || (limit > 0 && timeout > limit) {
-            return Err(fail(format!(
-                "timeoutSec must be between 1 and {limit} seconds, got {timeout}"
-            )));
-        }
+        // The engine validates (one path for every frontend); its refusal comes back as a
+        // tool error naming the field.
         let request = CallRequest {
-            to: a.to.trim().to_owned(),
+            to: a.to,
             from: a.from,
             goal: a.goal,
             context: a.context,
             instructions: a.instructions,
-            max_duration_secs: Some(timeout),
+            max_duration_secs: a.timeout_sec,
             voice: a.voice,
             language: a.language,
         };
@@ -641,7 +630,9 @@ impl ServerHandler for TelephonyServer {
                 Some(raw) => (raw, true),
                 None => (rest, false),
             };
-            let id: CallId = raw.parse().map_err(not_found)?;
+            let id: CallId = raw
+                .parse()
+                .map_err(|e: switchboard_actors::model::CallIdError| not_found(e.to_string()))?;
             let rec = self
                 .engine
                 .status(id)

@@ -54,7 +54,6 @@ pub async fn serve_stdio(state: AppState, shutdown: CancellationToken) -> Result
 
 /// Hosts always accepted besides `server.allowed_hosts`: a local client reaches us by these.
 const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
-const LOOPBACK_ORIGINS: [&str; 3] = ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"];
 
 /// `/mcp` (Streamable HTTP) and `/mcp/ws` (JSON-RPC over WebSocket).
 pub fn http_routes(state: AppState) -> Router {
@@ -64,17 +63,10 @@ pub fn http_routes(state: AppState) -> Router {
         .map(|h| h.to_string())
         .chain(server.allowed_hosts.iter().cloned())
         .collect();
+    // Origins are checked once for every route by `http::guard::origin_guard`.
     let mut config = StreamableHttpServerConfig::default()
         .with_sse_keep_alive(Some(Duration::from_secs(15)))
         .with_allowed_hosts(hosts);
-    if !server.allowed_origins.is_empty() {
-        config = config.with_allowed_origins(
-            LOOPBACK_ORIGINS
-                .iter()
-                .map(|o| o.to_string())
-                .chain(server.allowed_origins.iter().cloned()),
-        );
-    }
     config.cancellation_token = state.shutdown.child_token();
     let engine = state.engine.clone();
     let service = StreamableHttpService::new(

@@ -23,13 +23,13 @@ pub struct CallArgs {
     /// Extra instructions for how the agent should behave (tone, what to avoid, what to do if asked something unknown).
     #[serde(default)]
     pub instructions: Option<String>,
-    /// Hard limit on the call's length in seconds (default 180).
+    /// Hard limit on the call's length in seconds, at least 10 (default: calls.default_max_duration_secs, 180 unless configured).
     #[serde(default)]
     pub timeout_sec: Option<u32>,
-    /// Voice for the agent (e.g. "alloy", "marin"). Leave out for the configured default.
+    /// Voice for the agent: alloy, ash, ballad, coral, echo, sage, shimmer, verse, marin or cedar. Leave out for the configured default.
     #[serde(default)]
     pub voice: Option<String>,
-    /// Language to speak, e.g. "en", "fr", "es". Leave out for English.
+    /// Language to speak: an ISO 639-1 code, optionally with a region (e.g. "en", "fr", "es-419", "en-US"). Leave out for English.
     #[serde(default)]
     pub language: Option<String>,
 }

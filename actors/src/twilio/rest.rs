@@ -68,6 +68,20 @@ struct ApiError {
 pub struct CallResource {
     pub sid: String,
     pub status: String,
+    /// Seconds the call was answered, as Twilio counts them (a string; absent until it ends).
+    #[serde(default)]
+    pub duration: Option<serde_json::Value>,
+}
+
+impl CallResource {
+    /// Twilio's `duration` as a number, when it has one.
+    pub fn duration_secs(&self) -> Option<u64> {
+        match self.duration.as_ref()? {
+            serde_json::Value::String(s) => s.trim().parse().ok(),
+            serde_json::Value::Number(n) => n.as_u64(),
+            _ => None,
+        }
+    }
 }
 
 /// What the engine asks Twilio to dial.
