@@ -10,5 +10,6 @@ pub mod mcp;
 pub mod report;
 pub mod sim;
 pub mod stack;
+pub mod state;
 
 pub use switchboard_actors as engine;

@@ -208,7 +208,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let stack = Stack::start(config, options(sim)).await?;
             tracing::info!(addr = %stack.http_addr, sim, "MCP on stdio; HTTP frontend up");
             let served =
-                switchboard::mcp::serve_stdio(stack.state.clone(), stack.shutdown.clone()).await;
+                switchboard::mcp::serve_stdio(stack.engine.clone(), stack.shutdown.clone()).await;
             stack.stop().await;
             served?;
             Ok(ExitCode::SUCCESS)

@@ -28,8 +28,8 @@ use switchboard_actors::{
     EventKind, TranscriptTurn,
 };
 
-use super::AppState;
 use super::auth::require_token;
+use crate::state::AppState;
 
 /// How often an idle SSE stream sends a comment, so proxies keep it open and clients notice a
 /// dead connection.

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
 
-use super::AppState;
+use crate::state::AppState;
 
 /// Rejects with 401 (JSON body naming the problem) unless `Authorization: Bearer <api_token>`
 /// matches. With no token configured (allowed only on loopback binds), every request passes.

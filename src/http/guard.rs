@@ -14,8 +14,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::AppState;
 use super::api::ApiError;
+use crate::state::AppState;
 
 /// The largest body the REST API reads.
 pub const BODY_LIMIT: usize = 1024 * 1024;

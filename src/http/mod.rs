@@ -10,44 +10,29 @@ pub mod auth;
 pub mod guard;
 pub mod twilio;
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::middleware;
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use switchboard_actors::Engine;
-
-use crate::config::Config;
-
-/// What every route needs. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    pub engine: Engine,
-    pub config: Arc<Config>,
-    /// Ends the long-lived responses (SSE, WebSockets, MCP sessions): graceful shutdown waits
-    /// for every open connection, and these would otherwise never finish. [`run`] ties it to
-    /// its own shutdown token.
-    pub shutdown: CancellationToken,
-}
-
-impl AppState {
-    pub fn new(engine: Engine, config: Arc<Config>) -> AppState {
-        AppState {
-            engine,
-            config,
-            shutdown: CancellationToken::new(),
-        }
-    }
-}
+pub use crate::state::AppState;
 
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(twilio::routes(state.clone()))
         .merge(api::routes(state.clone()))
-        .merge(crate::mcp::http_routes(state.clone()))
+        .merge(
+            crate::mcp::http_routes(
+                state.engine.clone(),
+                &state.config.server,
+                state.shutdown.clone(),
+            )
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth::require_token,
+            )),
+        )
         .route("/healthz", get(|| async { "ok" }))
         // Innermost first: every error becomes JSON, then foreign origins are refused before
         // any route (or its token check) runs.

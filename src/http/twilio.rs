@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 
 use switchboard_actors::{CallId, CarrierUpdate, EngineError};
 
-use super::AppState;
+use crate::state::AppState;
 
 pub fn routes(state: AppState) -> Router {
     Router::new()

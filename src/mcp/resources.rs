@@ -1,0 +1,204 @@
+//! Resources: the recent calls, one call's record and its transcript, and the push that
+//! tells subscribers when one of them changed (legacy `resources/subscribe` per session).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rmcp::model::*;
+use rmcp::service::{Peer, RequestContext};
+use rmcp::{ErrorData, RoleServer};
+
+use switchboard_actors::{CallEvent, CallFilter, CallId, CallRecord, EventKind};
+
+use super::handler::TelephonyServer;
+use super::tools::DEFAULT_LIST_LIMIT;
+use super::types::*;
+
+impl TelephonyServer {
+    /// Feeds this session's legacy subscriptions and list-changed notices from the engine's
+    /// event stream, until the peer goes away. Started once per session.
+    pub(super) fn start_watching(&self, peer: Peer<RoleServer>) {
+        if self.watching.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let mut events = self.engine.subscribe(None);
+        let subs = self.subscriptions.clone();
+        tokio::spawn(async move {
+            let mut check = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tokio::select! {
+                    ev = events.next() => {
+                        let Some(ev) = ev else { break };
+                        if ev_is_new_call(&ev) && peer.notify_resource_list_changed().await.is_err() {
+                            break;
+                        }
+                        let wanted: Vec<String> = {
+                            let subs = subs.lock().unwrap_or_else(|p| p.into_inner());
+                            changed_uris(&ev).into_iter().filter(|u| subs.contains(u)).collect()
+                        };
+                        for uri in wanted {
+                            if peer
+                                .notify_resource_updated(ResourceUpdatedNotificationParam::new(uri))
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
+                    _ = check.tick() => if peer.is_transport_closed() { break },
+                }
+            }
+        });
+    }
+
+    pub(super) async fn resource_list(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let mut resources = vec![
+            Resource::new("calls://recent", "recent-calls")
+                .with_description("The 20 most recent calls as JSON, newest first")
+                .with_mime_type("application/json"),
+        ];
+        let recent = self
+            .engine
+            .list(CallFilter {
+                limit: Some(DEFAULT_LIST_LIMIT),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        for r in recent {
+            resources.push(
+                Resource::new(format!("call://{}", r.id), format!("call-{}", r.id))
+                    .with_description(format!("Call to {} ({})", r.request.to, r.state))
+                    .with_mime_type("application/json"),
+            );
+        }
+        Ok(ListResourcesResult {
+            resources,
+            ..Default::default()
+        })
+    }
+
+    pub(super) async fn resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult {
+            resource_templates: vec![
+                ResourceTemplate::new("call://{callId}", "call")
+                    .with_description(
+                        "One call's record as JSON: state, detail, timestamps, outcome",
+                    )
+                    .with_mime_type("application/json"),
+                ResourceTemplate::new("call://{callId}/transcript", "call-transcript")
+                    .with_description("One call's transcript as text, one turn per line")
+                    .with_mime_type("text/plain"),
+            ],
+            ..Default::default()
+        })
+    }
+
+    pub(super) async fn resource_read(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let uri = request.uri.as_str();
+        let not_found = |why: String| ErrorData::resource_not_found(why, None);
+        let text = if uri == "calls://recent" {
+            let calls = self
+                .engine
+                .list(CallFilter {
+                    limit: Some(DEFAULT_LIST_LIMIT),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+            let view: Vec<CallStatus> = calls.iter().map(CallStatus::from).collect();
+            ResourceContents::text(serde_json::to_string_pretty(&view).unwrap_or_default(), uri)
+                .with_mime_type("application/json")
+        } else if let Some(rest) = uri.strip_prefix("call://") {
+            let (raw, transcript) = match rest.strip_suffix("/transcript") {
+                Some(raw) => (raw, true),
+                None => (rest, false),
+            };
+            let id: CallId = raw
+                .parse()
+                .map_err(|e: switchboard_actors::model::CallIdError| not_found(e.to_string()))?;
+            let rec = self
+                .engine
+                .status(id)
+                .await
+                .map_err(|e| not_found(e.to_string()))?;
+            if transcript {
+                let turns = self
+                    .engine
+                    .transcript(id)
+                    .await
+                    .map_err(|e| not_found(e.to_string()))?;
+                ResourceContents::text(transcript_text(&rec, &turns), uri)
+                    .with_mime_type("text/plain")
+            } else {
+                ResourceContents::text(serde_json::to_string_pretty(&rec).unwrap_or_default(), uri)
+                    .with_mime_type("application/json")
+            }
+        } else {
+            return Err(not_found(format!(
+                "unknown resource '{uri}'; accepted: call://<callId>, call://<callId>/transcript, calls://recent"
+            )));
+        };
+        Ok(ReadResourceResult::new(vec![text]).into())
+    }
+}
+
+pub(super) fn ev_is_new_call(ev: &CallEvent) -> bool {
+    matches!(ev.kind, EventKind::Created { .. })
+}
+
+/// Which resources an event changes.
+pub(crate) fn changed_uris(ev: &CallEvent) -> Vec<String> {
+    let id = ev.call_id;
+    let mut uris = vec![format!("call://{id}")];
+    match &ev.kind {
+        EventKind::Transcript { .. } => uris.push(format!("call://{id}/transcript")),
+        EventKind::Ended { .. } => {
+            uris.push(format!("call://{id}/transcript"));
+            uris.push("calls://recent".into());
+        }
+        EventKind::Created { .. } | EventKind::State { .. } => uris.push("calls://recent".into()),
+        _ => {}
+    }
+    uris
+}
+
+fn transcript_text(rec: &CallRecord, turns: &[switchboard_actors::TranscriptTurn]) -> String {
+    let mut out = format!(
+        "Call {} to {} — {} ({}s)\n",
+        rec.id, rec.request.to, rec.state, rec.duration_secs
+    );
+    for t in turns {
+        let who = match t.speaker {
+            switchboard_actors::Speaker::Agent => "Agent",
+            switchboard_actors::Speaker::Callee => "Callee",
+        };
+        out.push_str(&format!(
+            "[{}] {who}: {}{}\n",
+            t.at.format("%H:%M:%S"),
+            t.text,
+            if t.interrupted { " [interrupted]" } else { "" }
+        ));
+    }
+    if let Some(o) = &rec.outcome {
+        out.push_str(&format!(
+            "Outcome: {} — {}\n",
+            if o.success { "success" } else { "not achieved" },
+            o.summary
+        ));
+    }
+    out
+}
