@@ -202,7 +202,7 @@ async fn a_call_through_every_route() {
         .json()
         .await
         .unwrap();
-    assert_eq!(served, switchboard::http::api::openapi_document());
+    assert_eq!(served, switchboard::http::openapi::openapi_document());
     assert!(s.stack.sim.as_ref().unwrap().violations().is_empty());
     s.stop().await;
 }
@@ -417,7 +417,7 @@ async fn capacity_shutdown_and_storage_failures() {
 
 #[test]
 fn openapi_document_covers_every_route_and_resolves() {
-    let doc = switchboard::http::api::openapi_document();
+    let doc = switchboard::http::openapi::openapi_document();
     assert_eq!(doc["openapi"], "3.1.0");
     for p in [
         "/v1/calls",

@@ -37,7 +37,7 @@ async fn open_stream(s: &Stack, query: &str, last_event_id: Option<u64>) -> SseR
 }
 
 fn expected_name(ev: &CallEvent) -> &'static str {
-    switchboard::http::api::sse_event_name(&ev.kind)
+    switchboard::http::sse::sse_event_name(&ev.kind)
 }
 
 /// Reads one call's events from `reader` until its `call-ended`; returns (seq, name) pairs.

@@ -1,11 +1,11 @@
-//! REST `/v1`, SSE `/v1/events` and `/v1/openapi.json`.
+//! REST `/v1`: the routes (SSE in [`super::sse`], the document in [`super::openapi`]), their
+//! wire types and the one error shape.
 //!
 //! Every answer here comes from the engine's store-backed reads, so it also covers calls from
 //! before a restart. Errors share one JSON shape, `{"error":{"code","message"}}`, with a plain
 //! message that names what was wrong and what is accepted.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -13,27 +13,20 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware;
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
-use futures_util::{Stream, StreamExt};
 use schemars::JsonSchema;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use switchboard_actors::events::EventStream;
 use switchboard_actors::{
-    CallEvent, CallFilter, CallId, CallRecord, CallRequest, CallState, CancelOutcome, EngineError,
-    EventKind, TranscriptTurn,
+    CallFilter, CallId, CallRecord, CallRequest, CallState, CancelOutcome, EngineError,
+    TranscriptTurn,
 };
 
 use super::auth::require_token;
 use crate::state::AppState;
-
-/// How often an idle SSE stream sends a comment, so proxies keep it open and clients notice a
-/// dead connection.
-pub const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 pub fn routes(state: AppState) -> Router {
     Router::new()
@@ -41,8 +34,8 @@ pub fn routes(state: AppState) -> Router {
         .route("/v1/calls/{id}", get(get_call))
         .route("/v1/calls/{id}/cancel", post(cancel_call))
         .route("/v1/calls/{id}/transcript", get(get_transcript))
-        .route("/v1/events", get(events))
-        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/events", get(super::sse::events))
+        .route("/v1/openapi.json", get(super::openapi::serve))
         .route("/v1/{*rest}", any(unknown_route))
         .route_layer(middleware::from_fn(super::guard::require_json))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
@@ -114,7 +107,7 @@ impl ApiError {
         }
     }
 
-    fn invalid(message: impl Into<String>) -> Self {
+    pub(super) fn invalid(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
 
@@ -173,13 +166,13 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(super) type ApiResult<T> = Result<T, ApiError>;
 
 fn parse_id(raw: &str) -> ApiResult<CallId> {
     CallId::from_str(raw).map_err(|e| ApiError::invalid(format!("path parameter id: {e}")))
 }
 
-fn check_params(params: &HashMap<String, String>, accepted: &[&str]) -> ApiResult<()> {
+pub(super) fn check_params(params: &HashMap<String, String>, accepted: &[&str]) -> ApiResult<()> {
     for k in params.keys() {
         if !accepted.contains(&k.as_str()) {
             return Err(ApiError::invalid(format!(
@@ -387,248 +380,4 @@ async fn get_transcript(
             .into_response());
     }
     Ok(Json(Transcript { call_id: id, turns }).into_response())
-}
-
-// ---------------------------------------------------------------- SSE
-
-/// The SSE `event:` name: the seed names where one exists, else the engine's own.
-pub fn sse_event_name(kind: &EventKind) -> &'static str {
-    match kind {
-        EventKind::State { .. } => "call-status",
-        EventKind::Transcript { .. } => "transcription",
-        EventKind::Ended { .. } => "call-ended",
-        EventKind::Error { .. } => "error",
-        other => other.name(),
-    }
-}
-
-fn sse_event(ev: &CallEvent) -> Event {
-    let data = serde_json::to_string(ev).unwrap_or_else(|_| "{}".into());
-    Event::default()
-        .id(ev.seq.to_string())
-        .event(sse_event_name(&ev.kind))
-        .data(data)
-}
-
-fn sse_stream(stream: EventStream) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures_util::stream::unfold(stream, |mut s| async move {
-        let ev = s.next().await?;
-        Some((Ok(sse_event(&ev)), s))
-    })
-}
-
-async fn events(
-    State(state): State<AppState>,
-    Query(params): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    check_params(&params, &["callId", "after"])?;
-    let call = params
-        .get("callId")
-        .filter(|s| !s.is_empty())
-        .map(|c| CallId::from_str(c).map_err(|e| ApiError::invalid(format!("query callId: {e}"))))
-        .transpose()?;
-    // A reconnecting EventSource keeps its original URL and adds Last-Event-ID, so the header
-    // is the newer position and wins over `?after=`.
-    let header_after = headers
-        .get("last-event-id")
-        .map(|v| {
-            v.to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or_else(|| {
-                    ApiError::invalid(
-                        "header Last-Event-ID: not accepted (a non-negative integer event id)",
-                    )
-                })
-        })
-        .transpose()?;
-    let query_after = params
-        .get("after")
-        .filter(|s| !s.is_empty())
-        .map(|a| {
-            a.trim().parse::<u64>().map_err(|_| {
-                ApiError::invalid(format!(
-                    "query after: '{a}' is not accepted (a non-negative integer event id)"
-                ))
-            })
-        })
-        .transpose()?;
-    if let Some(id) = call {
-        state.engine.status(id).await?;
-    }
-    let stream = match header_after.or(query_after) {
-        Some(after) => state.engine.subscribe_after(call, after),
-        None => state.engine.subscribe(call),
-    };
-    let mut resp =
-        Sse::new(sse_stream(stream).take_until(state.shutdown.clone().cancelled_owned()))
-            .keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE))
-            .into_response();
-    resp.headers_mut()
-        .insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(resp)
-}
-
-// ---------------------------------------------------------------- OpenAPI
-
-/// The OpenAPI 3.1 document: paths assembled here, every schema generated by schemars from
-/// the same Rust types the handlers serialize.
-pub fn openapi_document() -> Value {
-    let mut generator = schemars::generate::SchemaSettings::draft2020_12()
-        .with(|s| {
-            s.definitions_path = "/components/schemas".into();
-            s.meta_schema = None;
-        })
-        .into_generator();
-    let r = |s: schemars::Schema| s.to_value();
-    let call_request = r(generator.subschema_for::<CallRequest>());
-    let created = r(generator.subschema_for::<CreatedCall>());
-    let list = r(generator.subschema_for::<CallList>());
-    let record = r(generator.subschema_for::<CallRecord>());
-    let cancel = r(generator.subschema_for::<CancelOutcome>());
-    let transcript = r(generator.subschema_for::<Transcript>());
-    let error = r(generator.subschema_for::<ErrorBody>());
-    let event = r(generator.subschema_for::<CallEvent>());
-    let state = r(generator.subschema_for::<CallState>());
-    let call_id = r(generator.subschema_for::<CallId>());
-    let schemas = generator.take_definitions(true);
-
-    let json_content = |schema: &Value| json!({"application/json": {"schema": schema}});
-    let err = |desc: &str| json!({"description": desc, "content": json_content(&error)});
-    let id_param = json!({"name": "id", "in": "path", "required": true, "schema": call_id});
-    let common = |mut responses: serde_json::Map<String, Value>| {
-        responses.insert(
-            "401".into(),
-            err("Missing or wrong bearer token (Authorization: Bearer <server.api_token>)"),
-        );
-        responses.insert(
-            "403".into(),
-            err(
-                "The Origin header names a site that is not loopback nor in server.allowed_origins",
-            ),
-        );
-        responses.insert("500".into(), err("Storage or internal failure"));
-        Value::Object(responses)
-    };
-    let obj = |v: Value| match v {
-        Value::Object(m) => m,
-        _ => serde_json::Map::new(),
-    };
-
-    json!({
-        "openapi": "3.1.0",
-        "info": {
-            "title": "switchboard",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "Place and follow AI-driven phone calls. Every fact about a call is an event with a global sequence number; records, transcripts and the event stream are read from a durable log."
-        },
-        "security": [{"bearer": []}],
-        "paths": {
-            "/v1/calls": {
-                "post": {
-                    "operationId": "createCall",
-                    "summary": "Place a call; answers as soon as it is admitted",
-                    "requestBody": {"required": true, "content": json_content(&call_request)},
-                    "responses": common(obj(json!({
-                        "201": {"description": "Admitted", "content": json_content(&created)},
-                        "400": err("The request is malformed or refused by policy; `field` names the field"),
-                        "413": err("The body is larger than 1 MiB"),
-                        "415": err("The body is not sent as Content-Type: application/json"),
-                        "429": err("At capacity (calls.max_concurrent); retry later"),
-                        "503": err("Shutting down"),
-                    })))
-                },
-                "get": {
-                    "operationId": "listCalls",
-                    "summary": "List calls, newest first",
-                    "parameters": [
-                        {"name": "state", "in": "query", "schema": state},
-                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": CallFilter::MAX_LIMIT, "default": CallFilter::DEFAULT_LIMIT}},
-                        {"name": "before", "in": "query", "description": "Only calls created before this id (the previous page's nextBefore)", "schema": call_id},
-                    ],
-                    "responses": common(obj(json!({
-                        "200": {"description": "A page of calls", "content": json_content(&list)},
-                        "400": err("A query parameter is not accepted"),
-                    })))
-                }
-            },
-            "/v1/calls/{id}": {
-                "get": {
-                    "operationId": "getCall",
-                    "parameters": [id_param],
-                    "responses": common(obj(json!({
-                        "200": {"description": "The call record", "content": json_content(&record)},
-                        "400": err("The id is not a call id"),
-                        "404": err("No such call"),
-                    })))
-                }
-            },
-            "/v1/calls/{id}/cancel": {
-                "post": {
-                    "operationId": "cancelCall",
-                    "summary": "Cancel while dialing or hang up while connected; canceling an ended call is not an error",
-                    "parameters": [id_param],
-                    "responses": common(obj(json!({
-                        "200": {"description": "What the cancel did", "content": json_content(&cancel)},
-                        "400": err("The id is not a call id"),
-                        "413": err("The body is larger than 1 MiB"),
-                        "415": err("A body is sent, but not as Content-Type: application/json"),
-                        "404": err("No such call"),
-                    })))
-                }
-            },
-            "/v1/calls/{id}/transcript": {
-                "get": {
-                    "operationId": "getTranscript",
-                    "parameters": [id_param],
-                    "responses": common(obj(json!({
-                        "200": {
-                            "description": "The transcript (JSON, or `[mm:ss.t] speaker: text` lines with Accept: text/plain)",
-                            "content": {
-                                "application/json": {"schema": transcript},
-                                "text/plain": {"schema": {"type": "string"}}
-                            }
-                        },
-                        "400": err("The id is not a call id"),
-                        "404": err("No such call"),
-                    })))
-                }
-            },
-            "/v1/events": {
-                "get": {
-                    "operationId": "streamEvents",
-                    "summary": "Server-sent events: `id:` is the event's sequence number; resume with Last-Event-ID or ?after=",
-                    "description": "Event names: call-status (state changes), transcription (with speaker), call-ended (with durationSecs), error, and created, carrier, dtmf, tool_call. Each `data:` is one CallEvent as JSON.",
-                    "parameters": [
-                        {"name": "callId", "in": "query", "schema": call_id},
-                        {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                        {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer", "minimum": 0}},
-                    ],
-                    "responses": common(obj(json!({
-                        "200": {
-                            "description": "An endless text/event-stream; each data line is a CallEvent",
-                            "content": {"text/event-stream": {"schema": event}}
-                        },
-                        "400": err("A parameter is not accepted"),
-                        "404": err("No such call"),
-                    })))
-                }
-            },
-            "/v1/openapi.json": {
-                "get": {
-                    "operationId": "openapi",
-                    "responses": {"200": {"description": "This document", "content": {"application/json": {}}}}
-                }
-            }
-        },
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
-        }
-    })
-}
-
-async fn openapi() -> Json<Value> {
-    Json(openapi_document())
 }

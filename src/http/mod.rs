@@ -8,6 +8,8 @@
 pub mod api;
 pub mod auth;
 pub mod guard;
+pub mod openapi;
+pub mod sse;
 pub mod twilio;
 
 use axum::Router;
