@@ -16,6 +16,10 @@ async fn a_dead_event_writer_refuses_new_calls_everywhere_with_the_documented_er
     let s = builtin("restaurant");
     let stack = stack(vec![s.clone()]).await;
     assert!(stack.engine.health().is_ok());
+    let healthy = reqwest::get(format!("http://{}/healthz", stack.http_addr))
+        .await
+        .unwrap();
+    assert_eq!(healthy.status(), 200);
     stack.engine.inject_event_writer_failure().await;
     assert!(matches!(
         stack.engine.health(),
@@ -71,6 +75,14 @@ async fn a_dead_event_writer_refuses_new_calls_everywhere_with_the_documented_er
     assert!(text.contains("event log writer has stopped"), "{text}");
     client.cancel().await.unwrap();
     served.await.unwrap();
+
+    // The engine says it is unhealthy, and why.
+    let health = reqwest::get(format!("http://{}/healthz", stack.http_addr))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 503);
+    let body: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unhealthy", "{body}");
 
     // Nothing was dialed.
     assert!(stack.sim().state().twilio.calls().is_empty());

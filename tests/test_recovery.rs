@@ -155,6 +155,7 @@ async fn live_call(store: &SqliteStore, sid: Option<&str>, connected: bool) -> C
                 status: if connected { "in-progress" } else { "ringing" }.into(),
                 call_sid: Some(sid.into()),
                 answered_by: None,
+                duration_secs: None,
             },
         ));
     }

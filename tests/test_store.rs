@@ -35,6 +35,7 @@ fn call_events(id: CallId, end: Option<CallState>) -> Vec<NewEvent> {
                 status: "queued".into(),
                 call_sid: Some(format!("CA{:032x}", id.0.random())),
                 answered_by: None,
+                duration_secs: None,
             },
         ),
         ev(

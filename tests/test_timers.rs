@@ -25,6 +25,29 @@ async fn max_duration_hangs_up_at_the_limit_on_paused_time() {
         "{rec:?}"
     );
     assert_eq!(rec.duration_secs, 120, "{rec:?}");
+    // The carrier's final callback brings its own count, and the record keeps that one.
+    let sim = stack.sim().state().clone();
+    assert!(
+        eventually(Duration::from_secs(30), || sim
+            .twilio
+            .calls()
+            .first()
+            .is_some_and(|c| c.status == "completed"))
+        .await
+    );
+    let billed = sim.twilio.calls()[0]
+        .duration_secs
+        .expect("a completed call has a duration");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let rec = loop {
+        let rec = stack.engine.status(id).await.unwrap();
+        if rec.carrier_status.as_deref() == Some("completed") {
+            break rec;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{rec:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(rec.duration_secs, billed, "{rec:?}");
     let elapsed = started.elapsed();
     assert!(
         elapsed >= Duration::from_secs(120) && elapsed < Duration::from_secs(125),

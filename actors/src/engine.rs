@@ -12,64 +12,16 @@ use ractor::{Actor, ActorRef};
 use tokio_util::task::TaskTracker;
 
 use crate::call::messages::CallMsg;
+use crate::call::types::{CancelOutcome, CarrierUpdate};
 use crate::config::EngineConfig;
+use crate::data::{CallFilter, CallId, CallRecord, CallRequest, TranscriptTurn};
+use crate::error::EngineError;
 use crate::events::{EventBus, EventStream};
-use crate::model::{CallFilter, CallId, CallRecord, CallRequest, CallState, TranscriptTurn};
 use crate::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
 use crate::twilio::rest::TwilioRest;
 use secrecy::ExposeSecret;
 
-use crate::store::{Store, StoreError};
-
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    /// The request is malformed or refused by policy; the message says what is accepted.
-    #[error("{0}")]
-    InvalidRequest(crate::validate::RequestError),
-    #[error("no call with id {0}")]
-    NotFound(CallId),
-    #[error(
-        "{active} calls are already live, the configured limit (calls.max_concurrent); try again when one ends"
-    )]
-    AtCapacity { active: usize },
-    #[error("the engine is shutting down and accepts no new calls")]
-    ShuttingDown,
-    /// The event writer has stopped, so nothing about a call could be recorded.
-    #[error(
-        "the engine's event log writer has stopped, so no call can be recorded; it accepts no new calls until restarted (see its log for why)"
-    )]
-    EventLogStopped,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("configuration: {0}")]
-    Config(String),
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-/// What `cancel` did.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CancelOutcome {
-    /// True when this request ended the call; false when it had already ended.
-    pub canceled: bool,
-    pub state: CallState,
-    pub message: String,
-}
-
-/// A status callback as the webhook frontend parsed it (already signature-checked).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct CarrierUpdate {
-    pub call_sid: String,
-    /// Twilio's `CallStatus`: queued, initiated, ringing, in-progress, completed, busy,
-    /// no-answer, failed, canceled.
-    pub status: String,
-    pub answered_by: Option<String>,
-    pub duration_secs: Option<u64>,
-    /// Twilio's `SequenceNumber`, to drop late and duplicate callbacks.
-    pub sequence: Option<u64>,
-    pub error_code: Option<String>,
-}
+use crate::store::Store;
 
 #[derive(Clone)]
 pub struct Engine {
@@ -314,7 +266,7 @@ impl Engine {
         signature: &str,
     ) -> bool {
         let cfg = &self.inner.config;
-        let url = format!("{}{}", cfg.public_url.trim_end_matches('/'), path_and_query);
+        let url = crate::twilio::urls::signed_url(&cfg.public_url, path_and_query);
         crate::twilio::signature::verify(
             cfg.twilio.auth_token.expose_secret(),
             &url,
@@ -326,8 +278,7 @@ impl Engine {
     /// The same for the media socket, whose signed URL is the `ws(s)://` form with no params.
     pub fn verify_media_signature(&self, path: &str, signature: &str) -> bool {
         let cfg = &self.inner.config;
-        let base = crate::twilio::twiml::media_url(&cfg.public_url, "");
-        let url = format!("{}{}", base.trim_end_matches("/twilio/media/"), path);
+        let url = crate::twilio::urls::signed_media_url(&cfg.public_url, path);
         crate::twilio::signature::verify(
             cfg.twilio.auth_token.expose_secret(),
             &url,
@@ -374,12 +325,13 @@ impl Engine {
                     && !crate::recovery::is_live(&update.status)
                     && rec.carrier_status.as_deref() != Some(update.status.as_str())
                 {
-                    self.inner.bus.emit(crate::model::NewEvent::now(
+                    self.inner.bus.emit(crate::data::NewEvent::now(
                         id,
-                        crate::model::EventKind::Carrier {
+                        crate::data::EventKind::Carrier {
                             status: update.status,
                             call_sid: Some(update.call_sid),
                             answered_by: update.answered_by,
+                            duration_secs: update.duration_secs,
                         },
                     ));
                     self.inner.bus.flush().await;

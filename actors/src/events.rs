@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::model::{CallEvent, CallId, NewEvent};
+use crate::data::{CallEvent, CallId, NewEvent};
 use crate::store::{Store, StoreError};
 
 /// How many events one append may carry.

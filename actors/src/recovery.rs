@@ -11,7 +11,7 @@
 
 use futures_util::future::BoxFuture;
 
-use crate::model::{
+use crate::data::{
     CallDetail, CallId, CallRecord, CallState, EventKind, NewEvent, Outcome, OutcomeStatus,
 };
 use crate::store::{Store, StoreError};
@@ -157,6 +157,7 @@ async fn reconcile_one(
                 status: status.clone(),
                 call_sid: Some(sid.clone()),
                 answered_by: None,
+                duration_secs: None,
             },
         ));
     }

@@ -11,11 +11,11 @@ use tokio_util::task::TaskTracker;
 use crate::call::actor::{CallActor, CallArgs, CallShared};
 use crate::call::messages::CallMsg;
 use crate::config::EngineConfig;
-use crate::engine::EngineError;
-use crate::events::EventBus;
-use crate::model::{
+use crate::data::{
     CallDetail, CallId, CallRequest, CallState, EventKind, NewEvent, Outcome, OutcomeStatus, Usage,
 };
+use crate::error::EngineError;
+use crate::events::EventBus;
 use crate::twilio::rest::TwilioRest;
 
 pub enum SupervisorMsg {

@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::config::CallPolicy;
-use crate::model::CallRequest;
+use crate::data::CallRequest;
 use crate::policy::{self, PolicyError};
 
 /// What an E.164 number looks like, for error messages and the schema.

@@ -35,7 +35,7 @@ pub fn app(state: AppState) -> Router {
                 auth::require_token,
             )),
         )
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz).with_state(state.clone()))
         // Innermost first: every error becomes JSON, then foreign origins are refused before
         // any route (or its token check) runs.
         .layer(middleware::from_fn(guard::json_errors))
@@ -43,6 +43,18 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             guard::origin_guard,
         ))
+}
+
+/// `ok` while the engine can take calls; 503 with the reason (in the API's error shape) once
+/// it cannot, e.g. when its event writer has stopped.
+async fn healthz(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match state.engine.health() {
+        Ok(()) => "ok".into_response(),
+        Err(e) => api::ApiError::from(e).into_response(),
+    }
 }
 
 /// Serves `app(state)` on `listener` until `shutdown` is cancelled; open event streams and

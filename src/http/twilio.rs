@@ -16,15 +16,16 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
+use switchboard_actors::twilio::urls;
 use switchboard_actors::{CallId, CarrierUpdate, EngineError};
 
 use crate::state::AppState;
 
 pub fn routes(state: AppState) -> Router {
     Router::new()
-        .route("/twilio/voice/{id}", post(voice))
-        .route("/twilio/status/{id}", post(status))
-        .route("/twilio/media/{id}", get(media))
+        .route(urls::VOICE_ROUTE, post(voice))
+        .route(urls::STATUS_ROUTE, post(status))
+        .route(urls::MEDIA_ROUTE, get(media))
         .with_state(state)
 }
 
@@ -78,7 +79,7 @@ fn signed_call(
 
 fn call_id(id: &str) -> Result<CallId, Response> {
     id.parse()
-        .map_err(|e: switchboard_actors::model::CallIdError| {
+        .map_err(|e: switchboard_actors::data::CallIdError| {
             refused(StatusCode::NOT_FOUND, &e.to_string())
         })
 }

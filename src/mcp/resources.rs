@@ -129,7 +129,7 @@ impl TelephonyServer {
             };
             let id: CallId = raw
                 .parse()
-                .map_err(|e: switchboard_actors::model::CallIdError| not_found(e.to_string()))?;
+                .map_err(|e: switchboard_actors::data::CallIdError| not_found(e.to_string()))?;
             let rec = self
                 .engine
                 .status(id)

@@ -14,19 +14,19 @@ use tracing::Instrument;
 
 use super::messages::{CallMsg, MediaEvent, ModelEvent, ToTwilio};
 use super::state::{Effect, Input, Machine};
+use crate::call::types::CancelOutcome;
 use crate::config::EngineConfig;
-use crate::engine::CancelOutcome;
-use crate::events::EventBus;
-use crate::model::{
+use crate::data::{
     CallId, CallRequest, EventKind, NewEvent, Outcome, OutcomeStatus, Speaker, Usage,
 };
+use crate::events::EventBus;
 use crate::realtime::{
     self, ToModel,
     leg::{ModelLeg, ModelLegArgs, ModelLegMsg},
 };
 use crate::twilio::leg::{TwilioLeg, TwilioLegArgs, TwilioLegMsg};
 use crate::twilio::rest::{CreateCall, TwilioRest};
-use crate::twilio::twiml;
+use crate::twilio::{twiml, urls};
 
 /// Audio frames that may queue between the legs before the sender waits (~10 s of 20 ms frames).
 const AUDIO_QUEUE: usize = 512;
@@ -241,8 +241,8 @@ impl Actor for CallActor {
                 let req = CreateCall {
                     to: &to,
                     from: &from,
-                    url: &format!("{base}/twilio/voice/{id}"),
-                    status_callback: &format!("{base}/twilio/status/{id}"),
+                    url: &urls::voice_url(&base, &id),
+                    status_callback: &urls::status_url(&base, &id),
                     timeout_secs: timeout,
                     time_limit_secs: limit,
                     machine_detection: amd,
@@ -330,6 +330,7 @@ impl CallActor {
                     status: res.status.clone(),
                     call_sid: Some(res.sid.clone()),
                     answered_by: None,
+                    duration_secs: None,
                 });
                 self.apply(&me, s, Input::CarrierCreated { sid: res.sid })
                     .await;
@@ -351,6 +352,7 @@ impl CallActor {
                     status: u.status.clone(),
                     call_sid: Some(u.call_sid.clone()),
                     answered_by: u.answered_by.clone(),
+                    duration_secs: u.duration_secs,
                 });
                 self.apply(&me, s, Input::CarrierStatus { status: u.status })
                     .await;
@@ -364,7 +366,7 @@ impl CallActor {
                     s.token_issued = true;
                     let id = s.id.to_string();
                     twiml::connect_stream(
-                        &twiml::media_url(&s.config.public_url, &id),
+                        &urls::media_url(&s.config.public_url, &id),
                         &id,
                         &s.token,
                     )
@@ -604,19 +606,17 @@ impl CallActor {
         drained: Option<tokio::sync::oneshot::Receiver<bool>>,
     ) {
         let digits = arguments["digits"].as_str().unwrap_or("").to_owned();
-        let checked = twiml::check_digits(&digits)
-            .and_then(|()| {
-                s.machine
-                    .restream_refusal()
-                    .map_or(Ok(()), |why| Err(why.into()))
-            })
-            .and_then(|()| {
-                (s.machine.carrier_sid.clone())
-                    .ok_or_else(|| "the carrier has not named the call yet".into())
-            });
-        let sid = match checked {
-            Ok(sid) => sid,
-            Err(e) => return s.tool_reply(&call_id, &serde_json::json!({ "error": e })),
+        // Why the keys cannot be pressed, if they cannot: told to the agent, never dialed.
+        let refusal = twiml::check_digits(&digits)
+            .err()
+            .map(|e| e.to_string())
+            .or_else(|| s.machine.restream_refusal().map(str::to_owned));
+        let sid = match (refusal, s.machine.carrier_sid.clone()) {
+            (None, Some(sid)) => sid,
+            (why, _) => {
+                let why = why.unwrap_or_else(|| "the carrier has not named the call yet".into());
+                return s.tool_reply(&call_id, &serde_json::json!({ "error": why }));
+            }
         };
         self.apply(me, s, Input::Restream).await;
         s.restreams += 1;
@@ -624,7 +624,7 @@ impl CallActor {
         let id = s.id.to_string();
         let xml = twiml::play_digits_then_connect(
             &digits,
-            &twiml::media_url(&s.config.public_url, &id),
+            &urls::media_url(&s.config.public_url, &id),
             &id,
             &s.token,
         );

@@ -3,8 +3,8 @@
 use ractor::RpcReplyPort;
 use tokio::sync::oneshot;
 
-use crate::engine::{CancelOutcome, CarrierUpdate};
-use crate::model::Usage;
+use crate::call::types::{CancelOutcome, CarrierUpdate};
+use crate::data::Usage;
 use crate::twilio::rest::{CallResource, TwilioError};
 
 /// What the model leg sends the Twilio leg, in order, over a bounded channel.

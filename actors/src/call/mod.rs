@@ -3,6 +3,7 @@
 pub mod actor;
 pub mod messages;
 pub mod state;
+pub mod types;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The call's state machine: a pure function `(machine, input) → effects`, no I/O, so every
 //! (state, input) pair, late and duplicate inputs included, is unit-tested.
 
-use crate::model::{CallDetail, CallState, Outcome, OutcomeStatus};
+use crate::data::{CallDetail, CallState, Outcome, OutcomeStatus};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Input {

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ToModel;
 use crate::call::messages::{CallMsg, ModelEvent, ToTwilio};
-use crate::model::Usage;
+use crate::data::Usage;
 use crate::realtime::spoken::{Line, Spoken};
 
 /// How long the model endpoint may take to accept the WebSocket.

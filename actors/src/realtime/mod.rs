@@ -7,7 +7,7 @@ pub mod spoken;
 use serde_json::json;
 
 use crate::config::EngineConfig;
-use crate::model::CallRequest;
+use crate::data::CallRequest;
 
 /// The agent's instructions. It is the one calling, it says for whom, and it may use only
 /// the facts it was given: a phone agent that invents a booking name does real harm.

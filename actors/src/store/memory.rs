@@ -6,9 +6,7 @@ use std::sync::Mutex;
 use futures_util::future::BoxFuture;
 
 use super::{Store, StoreError, StoreResult};
-use crate::model::{
-    CallEvent, CallFilter, CallId, CallRecord, EventKind, NewEvent, TranscriptTurn,
-};
+use crate::data::{CallEvent, CallFilter, CallId, CallRecord, EventKind, NewEvent, TranscriptTurn};
 
 #[derive(Default)]
 pub struct MemoryStore {

@@ -10,7 +10,7 @@
 
 use futures_util::future::BoxFuture;
 
-use crate::model::{CallEvent, CallFilter, CallId, CallRecord, NewEvent, TranscriptTurn};
+use crate::data::{CallEvent, CallFilter, CallId, CallRecord, NewEvent, TranscriptTurn};
 
 mod memory;
 mod sqlite;

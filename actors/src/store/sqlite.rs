@@ -24,7 +24,7 @@ use sqlx::{Row, Sqlite, Transaction};
 use tokio_util::sync::CancellationToken;
 
 use super::{Store, StoreError, StoreResult};
-use crate::model::{
+use crate::data::{
     CallEvent, CallFilter, CallId, CallRecord, EventKind, NewEvent, Speaker, TranscriptTurn,
 };
 

@@ -4,3 +4,4 @@ pub mod leg;
 pub mod rest;
 pub mod signature;
 pub mod twiml;
+pub mod urls;

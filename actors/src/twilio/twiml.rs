@@ -16,20 +16,6 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// `ws(s)://host/twilio/media/{call}` derived from the public `http(s)://` URL. No query
-/// string: Twilio refuses one (error 31920); the token travels as a `<Parameter>`.
-pub fn media_url(public_url: &str, call_id: &str) -> String {
-    let base = public_url.trim_end_matches('/');
-    let ws = if let Some(rest) = base.strip_prefix("https://") {
-        format!("wss://{rest}")
-    } else if let Some(rest) = base.strip_prefix("http://") {
-        format!("ws://{rest}")
-    } else {
-        base.to_owned()
-    };
-    format!("{ws}/twilio/media/{call_id}")
-}
-
 /// `<Connect><Stream>` with the call id and its single-use token.
 pub fn connect_stream(media_url: &str, call_id: &str, token: &str) -> String {
     document("", media_url, call_id, token)
@@ -60,22 +46,33 @@ fn document(before: &str, media_url: &str, call_id: &str, token: &str) -> String
 pub const DIGITS_ACCEPTED: &str = "1 to 32 characters of 0-9, * and #, with w (or W) for a half-second pause, like \"1\" or \"ww123#\"";
 
 /// Checks keys before they reach the carrier, saying what was wrong and what is accepted.
-pub fn check_digits(digits: &str) -> Result<(), String> {
+pub fn check_digits(digits: &str) -> Result<(), DigitsError> {
     let n = digits.chars().count();
     if n == 0 || n > 32 {
-        return Err(format!(
-            "digits must be {DIGITS_ACCEPTED}; got {n} characters"
-        ));
+        return Err(DigitsError::Length { count: n });
     }
     if let Some(bad) = digits
         .chars()
         .find(|c| !(c.is_ascii_digit() || "*#wW".contains(*c)))
     {
-        return Err(format!(
-            "digits must be {DIGITS_ACCEPTED}; '{bad}' is not a key (got '{digits}')"
-        ));
+        return Err(DigitsError::NotAKey {
+            key: bad,
+            digits: digits.to_owned(),
+        });
     }
     Ok(())
+}
+
+/// Keys that cannot be pressed; the message says what is accepted.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DigitsError {
+    #[error("digits must be {}; got {count} characters", DIGITS_ACCEPTED)]
+    Length { count: usize },
+    #[error(
+        "digits must be {}; '{key}' is not a key (got '{digits}')",
+        DIGITS_ACCEPTED
+    )]
+    NotAKey { key: char, digits: String },
 }
 
 /// A call that must not run (ended or unknown): hang up at once.
@@ -86,18 +83,6 @@ pub fn hangup() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn media_url_follows_public_scheme() {
-        assert_eq!(
-            media_url("https://calls.example.com/", "01J"),
-            "wss://calls.example.com/twilio/media/01J"
-        );
-        assert_eq!(
-            media_url("http://127.0.0.1:8080", "01J"),
-            "ws://127.0.0.1:8080/twilio/media/01J"
-        );
-    }
 
     #[test]
     fn twiml_is_escaped_and_pinned() {
@@ -126,9 +111,14 @@ mod tests {
         for ok in ["1", "ww123#", "*9", "W0"] {
             assert_eq!(check_digits(ok), Ok(()), "{ok}");
         }
-        let e = check_digits("1a").unwrap_err();
+        let e = check_digits("1a").unwrap_err().to_string();
         assert!(e.contains("'a' is not a key") && e.contains("0-9"), "{e}");
-        assert!(check_digits("").unwrap_err().contains("got 0 characters"));
+        assert!(
+            check_digits("")
+                .unwrap_err()
+                .to_string()
+                .contains("got 0 characters")
+        );
         assert!(check_digits(&"1".repeat(33)).is_err());
     }
 }

@@ -326,6 +326,9 @@ pub enum EventKind {
         call_sid: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         answered_by: Option<String>,
+        /// The carrier's billed length of the call (`CallDuration`), in its final callback.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        duration_secs: Option<u64>,
     },
     /// A public state change or a new detail within a state.
     State {
@@ -451,7 +454,10 @@ impl CallRecord {
             // `completed` callback that arrives after the end) still is recorded. A live
             // status arriving late (out of order) is not a last word.
             if let EventKind::Carrier {
-                status, call_sid, ..
+                status,
+                call_sid,
+                duration_secs,
+                ..
             } = &ev.kind
                 && !matches!(
                     status.as_str(),
@@ -461,6 +467,10 @@ impl CallRecord {
                 self.carrier_status = Some(status.clone());
                 if self.carrier_call_sid.is_none() {
                     self.carrier_call_sid = call_sid.clone();
+                }
+                // The carrier's count is the one the call is billed by.
+                if let Some(d) = duration_secs {
+                    self.duration_secs = *d;
                 }
             }
             return;
@@ -472,6 +482,7 @@ impl CallRecord {
                 status,
                 call_sid,
                 answered_by,
+                ..
             } => {
                 self.carrier_status = Some(status.clone());
                 if call_sid.is_some() {
@@ -590,6 +601,7 @@ mod tests {
             status: status.into(),
             call_sid: Some("CA1".into()),
             answered_by: None,
+            duration_secs: (status == "completed").then_some(37),
         };
         rec.apply(&ev(2, carrier("ringing")));
         rec.apply(&ev(
@@ -616,5 +628,10 @@ mod tests {
         assert_eq!(rec.carrier_status.as_deref(), Some("canceled"));
         assert_eq!(rec.state, CallState::Canceled);
         assert_eq!(rec.last_seq, 6);
+        assert_eq!(rec.duration_secs, 0);
+        // A completed call's final callback carries the carrier's billed duration.
+        rec.apply(&ev(7, carrier("completed")));
+        assert_eq!(rec.carrier_status.as_deref(), Some("completed"));
+        assert_eq!(rec.duration_secs, 37);
     }
 }

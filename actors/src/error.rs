@@ -1,0 +1,32 @@
+//! What the engine answers when it cannot do what a frontend asked. Each variant's message is
+//! written for the person (or model) who asked: what was wrong and what is accepted.
+
+use crate::data::CallId;
+use crate::store::StoreError;
+use crate::validate::RequestError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The request is malformed or refused by policy; the message says what is accepted.
+    #[error("{0}")]
+    InvalidRequest(RequestError),
+    #[error("no call with id {0}")]
+    NotFound(CallId),
+    #[error(
+        "{active} calls are already live, the configured limit (calls.max_concurrent); try again when one ends"
+    )]
+    AtCapacity { active: usize },
+    #[error("the engine is shutting down and accepts no new calls")]
+    ShuttingDown,
+    /// The event writer has stopped, so nothing about a call could be recorded.
+    #[error(
+        "the engine's event log writer has stopped, so no call can be recorded; it accepts no new calls until restarted (see its log for why)"
+    )]
+    EventLogStopped,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
