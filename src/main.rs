@@ -244,11 +244,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             request.context = context;
             let result =
                 place_and_watch(&stack.engine, request, Duration::from_secs(timeout)).await;
-            let violations = stack
-                .sim
-                .as_ref()
-                .map(|s| s.violations())
-                .unwrap_or_default();
+            let violations = stack.violations();
             stack.stop().await;
             let record = result?;
             let ok = record.state == CallState::Completed

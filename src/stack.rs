@@ -163,6 +163,14 @@ impl Stack {
         })
     }
 
+    /// The simulator's protocol violations so far (none without a simulator).
+    pub fn violations(&self) -> Vec<crate::sim::Violation> {
+        self.sim
+            .as_ref()
+            .map(|s| s.violations())
+            .unwrap_or_default()
+    }
+
     /// Live calls are hung up and their final state written before HTTP stops (the
     /// carrier's last callbacks still need it), then the background tasks and the simulator.
     pub async fn stop(self) {

@@ -24,6 +24,13 @@ async fn error_of(resp: reqwest::Response, status: u16, code: &str) -> String {
     msg
 }
 
+/// Sends `req` and checks it is refused with `status` and `code`, and that the message says
+/// `needle` (what was wrong or what is accepted).
+async fn refused(req: reqwest::RequestBuilder, status: u16, code: &str, needle: &str) {
+    let m = error_of(req.send().await.unwrap(), status, code).await;
+    assert!(m.contains(needle), "{m}");
+}
+
 /// Writes `n` finished calls straight into the store (as a previous run would have).
 async fn seed_ended_calls(s: &Stack, n: usize) -> Vec<CallId> {
     let mut ids = Vec::new();
@@ -203,7 +210,7 @@ async fn a_call_through_every_route() {
         .await
         .unwrap();
     assert_eq!(served, switchboard::http::openapi::openapi_document());
-    assert!(s.stack.sim.as_ref().unwrap().violations().is_empty());
+    assert!(s.sim().violations().is_empty());
     s.stop().await;
 }
 
@@ -275,36 +282,23 @@ async fn every_client_error_is_json_and_names_the_problem() {
     let s = start("rest-errors", |_| {}).await;
     let unknown = CallId::generate();
 
-    let m = error_of(
-        s.post("/v1/calls")
-            .json(&json!({"goal": "x"}))
-            .send()
-            .await
-            .unwrap(),
+    refused(
+        s.post("/v1/calls").json(&json!({"goal": "x"})),
         400,
         "invalid_request",
+        "to",
     )
     .await;
-    assert!(m.contains("to"), "{m}");
-    let m = error_of(
-        s.post("/v1/calls").send().await.unwrap(),
-        400,
-        "invalid_request",
-    )
-    .await;
-    assert!(m.contains("empty"), "{m}");
-    let m = error_of(
+    refused(s.post("/v1/calls"), 400, "invalid_request", "empty").await;
+    refused(
         s.post("/v1/calls")
             .header("content-type", "application/json")
-            .body("{not json")
-            .send()
-            .await
-            .unwrap(),
+            .body("{not json"),
         400,
         "invalid_request",
+        "goal",
     )
     .await;
-    assert!(m.contains("goal"), "{m}");
     let m = error_of(
         s.post("/v1/calls")
             .json(&json!({"to": "555-0100", "goal": "x"}))
@@ -329,8 +323,7 @@ async fn every_client_error_is_json_and_names_the_problem() {
         format!("/v1/calls/{unknown}/transcript"),
         format!("/v1/events?callId={unknown}"),
     ] {
-        let m = error_of(s.get(&path).send().await.unwrap(), 404, "not_found").await;
-        assert!(m.contains(&unknown.to_string()), "{m}");
+        refused(s.get(&path), 404, "not_found", &unknown.to_string()).await;
     }
     error_of(
         s.post(&format!("/v1/calls/{unknown}/cancel"))
@@ -342,8 +335,7 @@ async fn every_client_error_is_json_and_names_the_problem() {
     )
     .await;
 
-    let m = error_of(s.get("/v1/nope").send().await.unwrap(), 404, "not_found").await;
-    assert!(m.contains("/v1/nope"), "{m}");
+    refused(s.get("/v1/nope"), 404, "not_found", "/v1/nope").await;
     for (q, needle) in [
         ("state=ringing", "accepted: dialing"),
         ("limit=0", "1 to 500"),
@@ -359,24 +351,20 @@ async fn every_client_error_is_json_and_names_the_problem() {
         .await;
         assert!(m.contains(needle), "{q}: {m}");
     }
-    let m = error_of(
-        s.get("/v1/events?after=-1").send().await.unwrap(),
+    refused(
+        s.get("/v1/events?after=-1"),
         400,
         "invalid_request",
+        "after",
     )
     .await;
-    assert!(m.contains("after"), "{m}");
-    let m = error_of(
-        s.get("/v1/events")
-            .header("last-event-id", "abc")
-            .send()
-            .await
-            .unwrap(),
+    refused(
+        s.get("/v1/events").header("last-event-id", "abc"),
         400,
         "invalid_request",
+        "Last-Event-ID",
     )
     .await;
-    assert!(m.contains("Last-Event-ID"), "{m}");
     s.stop().await;
 }
 
@@ -405,13 +393,13 @@ async fn capacity_shutdown_and_storage_failures() {
 
     // A store that can no longer be read is a 500 with a plain message, not a panic.
     s.store.close().await;
-    let m = error_of(
-        s.get(&format!("/v1/calls/{first}")).send().await.unwrap(),
+    refused(
+        s.get(&format!("/v1/calls/{first}")),
         500,
         "storage_error",
+        "storage",
     )
     .await;
-    assert!(m.contains("storage"), "{m}");
     s.stop().await;
 }
 
@@ -578,16 +566,7 @@ async fn refused_inputs_name_what_was_wrong_and_what_is_accepted() {
             );
         }
     }
-    assert!(
-        s.stack
-            .sim
-            .as_ref()
-            .unwrap()
-            .state()
-            .twilio
-            .calls()
-            .is_empty()
-    );
+    assert!(s.sim().state().twilio.calls().is_empty());
     s.stop().await;
 }
 
@@ -640,16 +619,7 @@ async fn a_web_page_cannot_reach_the_api() {
             );
         }
     }
-    assert!(
-        s.stack
-            .sim
-            .as_ref()
-            .unwrap()
-            .state()
-            .twilio
-            .calls()
-            .is_empty()
-    );
+    assert!(s.sim().state().twilio.calls().is_empty());
     // Loopback pages pass, without CORS headers (none configured).
     let resp = s
         .get("/v1/calls")

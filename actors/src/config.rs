@@ -168,7 +168,10 @@ impl EngineConfig {
             "TWILIO_AUTH_TOKEN or SWITCHBOARD_TWILIO__AUTH_TOKEN",
         )?;
         need(
-            crate::policy::is_e164(&self.twilio.from_number),
+            self.twilio
+                .from_number
+                .parse::<crate::validate::PhoneNumber>()
+                .is_ok(),
             "twilio.from_number",
             "must be an E.164 number like +14155550123",
             "TWILIO_NUMBER or SWITCHBOARD_TWILIO__FROM_NUMBER",

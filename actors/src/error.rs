@@ -30,3 +30,15 @@ pub enum EngineError {
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+/// The innermost cause of an error chain: what actually went wrong (a refused connection, a
+/// timeout), which is what a person reading the reason needs.
+pub(crate) fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        msg = c.to_string();
+        cur = c.source();
+    }
+    msg
+}

@@ -3,11 +3,6 @@
 use crate::config::CallPolicy;
 use crate::validate::PhoneNumber;
 
-/// `+` then 8 to 15 digits, first digit not 0 (ITU E.164).
-pub fn is_e164(s: &str) -> bool {
-    s.parse::<PhoneNumber>().is_ok()
-}
-
 /// Why a destination may not be dialed, in words for the person (or model) who asked.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
@@ -51,23 +46,6 @@ mod tests {
 
     fn n(s: &str) -> PhoneNumber {
         s.parse().unwrap()
-    }
-
-    #[test]
-    fn e164() {
-        assert!(is_e164("+14155550123"));
-        assert!(is_e164("+442071838750"));
-        for bad in [
-            "14155550123",
-            "+1",
-            "+1415555012345678",
-            "+1 415 555 0123",
-            "+0123456789",
-            "555-1234",
-            "",
-        ] {
-            assert!(!is_e164(bad), "{bad}");
-        }
     }
 
     #[test]

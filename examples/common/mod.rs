@@ -45,11 +45,7 @@ async fn run(name: &str) -> anyhow::Result<bool> {
     request.context = scenario.agent.context.clone();
     let id = stack.engine.place_call(request).await?;
     let record = report::watch(&stack.engine, id, Duration::from_secs(120)).await;
-    let violations = stack
-        .sim
-        .as_ref()
-        .map(|s| s.violations())
-        .unwrap_or_default();
+    let violations = stack.violations();
     stack.stop().await;
     let record = record?;
     report::print_outcome(&record);

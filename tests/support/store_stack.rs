@@ -64,6 +64,14 @@ pub async fn start_in(dir: TempDir, tweak: impl FnOnce(&mut Config)) -> Stack {
 }
 
 impl Stack {
+    /// The simulator this stack always runs.
+    pub fn sim(&self) -> &switchboard::sim::Simulator {
+        self.stack
+            .sim
+            .as_ref()
+            .expect("the store stack runs the simulator")
+    }
+
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.http
             .get(format!("{}{path}", self.base))

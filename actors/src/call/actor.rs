@@ -19,6 +19,7 @@ use crate::config::EngineConfig;
 use crate::data::{
     CallId, CallRequest, EventKind, NewEvent, Outcome, OutcomeStatus, Speaker, Usage,
 };
+use crate::error::root_cause;
 use crate::events::EventBus;
 use crate::realtime::{
     self, ToModel,
@@ -503,16 +504,6 @@ impl CallActor {
         }
         Ok(())
     }
-}
-
-fn root_cause(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        msg = c.to_string();
-        cur = c.source();
-    }
-    msg
 }
 
 impl CallActor {

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::ToModel;
 use crate::call::messages::{CallMsg, ModelEvent, ToTwilio};
 use crate::data::Usage;
+use crate::error::root_cause;
 use crate::realtime::spoken::{Line, Spoken};
 
 /// How long the model endpoint may take to accept the WebSocket.
@@ -202,16 +203,6 @@ impl Actor for ModelLeg {
         }
         Ok(())
     }
-}
-
-fn root_cause(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        msg = c.to_string();
-        cur = c.source();
-    }
-    msg
 }
 
 /// Sends control events and callee audio until Close, then a normal close frame. Callee
