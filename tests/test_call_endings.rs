@@ -300,3 +300,57 @@ async fn voicemail_gets_a_message_after_the_beep() {
     assert_no_violations(&stack);
     stack.stop().await;
 }
+
+/// Twilio's `completed` callback often arrives while the call's actor is stopping (its
+/// stream already stopped): it is a late callback, not an error, and must get 2xx. Many
+/// calls at once, so the window is hit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_status_callbacks_of_ending_calls_all_get_2xx() {
+    let s = builtin("hangup");
+    let stack = stack(vec![s.clone()]).await;
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        ids.push(stack.engine.place_call(request_for(&s)).await.unwrap());
+    }
+    for id in &ids {
+        let rec = finished(&stack, *id, WITHIN).await;
+        assert_eq!(rec.detail, CallDetail::CalleeHungUp, "{rec:?}");
+    }
+    let sim = stack.sim().state().clone();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let calls = sim.twilio.calls();
+            calls.len() == 40 && calls.iter().all(|c| c.status == "completed")
+        })
+        .await
+    );
+    // Every callback has been answered once the engine's records carry the final word.
+    for id in &ids {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while stack
+            .engine
+            .status(*id)
+            .await
+            .unwrap()
+            .carrier_status
+            .as_deref()
+            != Some("completed")
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{id}: no final carrier status"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let refused: Vec<_> = sim
+        .twilio
+        .calls()
+        .into_iter()
+        .filter(|c| c.callbacks_refused > 0)
+        .map(|c| (c.sid, c.callbacks_refused))
+        .collect();
+    assert!(refused.is_empty(), "status callbacks refused: {refused:?}");
+    assert_no_violations(&stack);
+    stack.stop().await;
+}

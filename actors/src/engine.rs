@@ -308,37 +308,40 @@ impl Engine {
         id: CallId,
         update: CarrierUpdate,
     ) -> Result<(), EngineError> {
-        match self.lookup(id).await? {
-            Some(call) => call
-                .cast(CallMsg::Carrier(update))
-                .map_err(|_| EngineError::NotFound(id)),
-            // A late callback for an ended call changes nothing but the carrier's own word
-            // (`canceled`/`completed` after a cancel): record it, so `carrierStatus` is final.
-            None => {
-                let rec = self.status(id).await?;
-                let same_call = rec
-                    .carrier_call_sid
-                    .as_deref()
-                    .is_none_or(|sid| sid == update.call_sid);
-                if same_call
-                    && !update.status.is_empty()
-                    && !crate::recovery::is_live(&update.status)
-                    && rec.carrier_status.as_deref() != Some(update.status.as_str())
-                {
-                    self.inner.bus.emit(crate::data::NewEvent::now(
-                        id,
-                        crate::data::EventKind::Carrier {
-                            status: update.status,
-                            call_sid: Some(update.call_sid),
-                            answered_by: update.answered_by,
-                            duration_secs: update.duration_secs,
-                        },
-                    ));
-                    self.inner.bus.flush().await;
-                }
-                Ok(())
-            }
+        let update = match self.lookup(id).await? {
+            Some(call) => match call.cast(CallMsg::Carrier(update)) {
+                Ok(()) => return Ok(()),
+                // The actor stopped between the lookup and now: the call has ended.
+                Err(ractor::MessagingErr::SendErr(CallMsg::Carrier(update))) => update,
+                Err(_) => return Ok(()),
+            },
+            None => update,
+        };
+        // A late callback for an ended call is not an error, and changes nothing but the
+        // carrier's own word (`canceled`/`completed` after a cancel): record it, so
+        // `carrierStatus` is final.
+        let rec = self.status(id).await?;
+        let same_call = rec
+            .carrier_call_sid
+            .as_deref()
+            .is_none_or(|sid| sid == update.call_sid);
+        if same_call
+            && !update.status.is_empty()
+            && !crate::recovery::is_live(&update.status)
+            && rec.carrier_status.as_deref() != Some(update.status.as_str())
+        {
+            self.inner.bus.emit(crate::data::NewEvent::now(
+                id,
+                crate::data::EventKind::Carrier {
+                    status: update.status,
+                    call_sid: Some(update.call_sid),
+                    answered_by: update.answered_by,
+                    duration_secs: update.duration_secs,
+                },
+            ));
+            self.inner.bus.flush().await;
         }
+        Ok(())
     }
 
     /// Hands an upgraded Twilio media socket to the call's actor. The socket is checked

@@ -85,10 +85,13 @@ impl Actor for Supervisor {
                 let _ = reply.send(r);
             }
             SupervisorMsg::Lookup(id, reply) => {
+                // A call that has written its end is answered from the store, even while its
+                // actor is still stopping (its mailbox may already be closed).
                 let actor = s
                     .by_call
                     .get(&id)
                     .and_then(|a| s.by_actor.get(a))
+                    .filter(|l| !l.shared.ended.load(Ordering::SeqCst))
                     .map(|l| l.actor.clone());
                 let _ = reply.send(actor);
             }

@@ -104,6 +104,8 @@ pub struct CallSummary {
     pub cleared_bytes: u64,
     pub params: BTreeMap<String, String>,
     pub callbacks_sent: u64,
+    /// Status callbacks the application did not answer with 2xx (Twilio logs error 11200).
+    pub callbacks_refused: u64,
     /// REST updates of this call (hang-up, cancel, redirect) carried out and answered.
     pub updates_answered: u64,
 }

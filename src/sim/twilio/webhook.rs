@@ -137,6 +137,7 @@ pub(super) async fn send_callback(
         for _ in 0..times {
             call.with(|c| c.callbacks_sent += 1);
             if let Err(e) = signed_post(&st, &url, &params).await {
+                call.with(|c| c.callbacks_refused += 1);
                 tracing::debug!(call = %call.sid, "status callback failed: {e}");
             }
         }
