@@ -90,3 +90,46 @@ async fn an_unanswered_call_fails_when_the_ring_timeout_runs_out() {
     assert_no_violations(&stack);
     stack.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_that_does_not_come_back_after_keys_fails_the_call_after_30_s() {
+    let mut s = builtin("ivr");
+    // The carrier plays the keys, then takes far longer than the engine waits to reconnect.
+    s.faults.restream_delay_ms = Some(400_000);
+    let stack = stack(vec![s.clone()]).await;
+    let id = stack.engine.place_call(request_for(&s)).await.unwrap();
+    let mut events = stack.engine.subscribe_after(Some(id), 0);
+    let pressed_at = loop {
+        let ev = tokio::time::timeout(Duration::from_secs(120), events.next())
+            .await
+            .expect("the agent pressed keys in time")
+            .expect("the event stream is open");
+        match &ev.kind {
+            switchboard_actors::EventKind::ToolCall { name, .. } if name == "send_dtmf" => {
+                break tokio::time::Instant::now();
+            }
+            switchboard_actors::EventKind::Ended { .. } => panic!("ended before keys: {ev:?}"),
+            _ => {}
+        }
+    };
+    let rec = finished(&stack, id, Duration::from_secs(120)).await;
+    let waited = pressed_at.elapsed();
+    assert_eq!(
+        (rec.state, rec.detail),
+        (CallState::Failed, CallDetail::MediaDisconnected),
+        "{rec:?}"
+    );
+    assert!(
+        rec.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("did not come back")),
+        "{rec:?}"
+    );
+    // The timeout counts from the carrier accepting the keys (just after the tool call).
+    assert!(
+        waited >= Duration::from_secs(30) && waited < Duration::from_secs(33),
+        "failed {waited:?} after the keys"
+    );
+    assert_no_violations(&stack);
+    stack.stop().await;
+}

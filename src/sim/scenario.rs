@@ -157,6 +157,9 @@ pub struct Faults {
     pub model_first_byte_ms: Option<u64>,
     /// The model half sends a `server_error` event and closes with 1011 at this time.
     pub model_error_at_ms: Option<u64>,
+    /// Every `<Connect><Stream>` after the call's first (after keys were pressed) waits this
+    /// long before its socket opens: network trouble on the carrier's side.
+    pub restream_delay_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]

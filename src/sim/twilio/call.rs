@@ -259,7 +259,22 @@ async fn answered(
                         st.violations.record(Side::Twiml, Some(&call.sid), "stream-url-query", "<Stream url> must not carry a query string (Twilio error 31920); use <Parameter>", &stream.url);
                         break 'doc "application-error";
                     }
-                    call.with(|c| c.stream_params.push(stream.parameters.clone()));
+                    let later = call.with(|c| {
+                        c.stream_params.push(stream.parameters.clone());
+                        c.stream_params.len() > 1
+                    });
+                    if let Some(ms) = faults.restream_delay_ms.filter(|_| later)
+                        && let Some(end) =
+                            wait_or_control(ctl, st.config.scaled(ms), deadline).await
+                    {
+                        match end {
+                            Ok(by) => break 'doc by,
+                            Err(src) => {
+                                source = src;
+                                continue 'doc;
+                            }
+                        }
+                    }
                     match media::run_stream(st, call, &stream, &mut callee, ctl, deadline, faults)
                         .await
                     {
