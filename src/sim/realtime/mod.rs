@@ -4,6 +4,8 @@
 //! It recognises what the callee said purely from the audio the engine appends (see
 //! `voice`), so it needs nothing from the engine but the wire protocol.
 
+mod generic;
+mod schema;
 mod session;
 mod validate;
 
