@@ -69,7 +69,11 @@ async fn an_unscripted_spoken_turn_is_transcribed_and_answered_with_audio() {
         .to_owned();
     assert!(!transcript.is_empty());
     let audio = audio_of(&reply);
-    assert_eq!(audio, voice::synthesize(&transcript), "audio of its transcript");
+    assert_eq!(
+        audio,
+        voice::synthesize(&transcript),
+        "audio of its transcript"
+    );
     let done = reply.last().unwrap();
     assert_eq!(done["response"]["status"], "completed");
     assert_shape(
@@ -145,11 +149,20 @@ fn assert_valid_booking(args: &Value) {
             && time[4].is_ascii_digit(),
         "{args}"
     );
-    assert!(o["name"].as_str().expect("name").chars().count() >= 2, "{args}");
-    assert!(["indoor", "outdoor"].contains(&o["seating"].as_str().unwrap()), "{args}");
+    assert!(
+        o["name"].as_str().expect("name").chars().count() >= 2,
+        "{args}"
+    );
+    assert!(
+        ["indoor", "outdoor"].contains(&o["seating"].as_str().unwrap()),
+        "{args}"
+    );
     let digits = o["digits"].as_str().unwrap();
     assert!(
-        (1..=32).contains(&digits.len()) && digits.chars().all(|c| c.is_ascii_digit() || "*#wW".contains(c)),
+        (1..=32).contains(&digits.len())
+            && digits
+                .chars()
+                .all(|c| c.is_ascii_digit() || "*#wW".contains(c)),
         "{args}"
     );
 }
@@ -166,10 +179,12 @@ async fn a_forced_function_call_gets_arguments_valid_against_its_schema() {
     let sim = sim().await;
     let mut c = connect(&sim, Connect::default()).await;
     let id = plain_session(&mut c).await;
-    c.send(&json!({"type": "session.update", "session": {"type": "realtime",
+    c.send(
+        &json!({"type": "session.update", "session": {"type": "realtime",
         "tools": [fixture("session_update_ga.json")["session"]["tools"][0].clone(), book_table()],
-        "tool_choice": {"type": "function", "name": "book_table"}}}))
-        .await;
+        "tool_choice": {"type": "function", "name": "book_table"}}}),
+    )
+    .await;
     c.until("session.updated").await;
 
     // Forced by the session's tool_choice.
@@ -193,7 +208,10 @@ async fn a_forced_function_call_gets_arguments_valid_against_its_schema() {
     let call = function_call(&r);
     assert_eq!(call["name"], "end_call");
     let args: Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
-    assert!(args["reason"].is_string() && args.as_object().unwrap().len() == 1, "{args}");
+    assert!(
+        args["reason"].is_string() && args.as_object().unwrap().len() == 1,
+        "{args}"
+    );
 
     // "required" with the response's own tools: the one tool it offers is called.
     c.send(&json!({"type": "response.create", "response": {"tools": [book_table()], "tool_choice": "required"}}))
@@ -204,9 +222,11 @@ async fn a_forced_function_call_gets_arguments_valid_against_its_schema() {
     assert_valid_booking(&serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap());
 
     // A function the session does not have cannot be forced: an error naming the event.
-    c.send(&json!({"type": "response.create", "event_id": "evt_force_1",
-        "response": {"tool_choice": {"type": "function", "name": "fly_to_the_moon"}}}))
-        .await;
+    c.send(
+        &json!({"type": "response.create", "event_id": "evt_force_1",
+        "response": {"tool_choice": {"type": "function", "name": "fly_to_the_moon"}}}),
+    )
+    .await;
     let err = c.until("error").await;
     assert_eq!(err["error"]["event_id"], "evt_force_1", "{err}");
     assert_eq!(err["error"]["param"], "tool_choice", "{err}");
@@ -230,9 +250,11 @@ async fn errors_echo_the_client_event_id() {
     assert_eq!(err["error"]["code"], "response_cancel_not_active");
     assert_eq!(err["error"]["event_id"], "evt_client_42", "{err}");
 
-    c.send(&json!({"type": "session.update", "event_id": "evt_client_43",
-        "session": {"type": "realtime", "bogus_field": 1}}))
-        .await;
+    c.send(
+        &json!({"type": "session.update", "event_id": "evt_client_43",
+        "session": {"type": "realtime", "bogus_field": 1}}),
+    )
+    .await;
     let err = c.until("error").await;
     assert_eq!(err["error"]["code"], "unknown_parameter");
     assert_eq!(err["error"]["event_id"], "evt_client_43", "{err}");

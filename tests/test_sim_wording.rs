@@ -89,7 +89,10 @@ async fn place_all(scenario: &str, wordings: &[Wording]) -> (Stack, Vec<Ended>) 
     let sessions = stack.sim().state().realtime.sessions();
     for ((goal, id), rec) in ids.into_iter().zip(recs) {
         let turns = stack.engine.transcript(id).await.expect("transcript");
-        let sid = rec.carrier_call_sid.clone().expect("the carrier named the call");
+        let sid = rec
+            .carrier_call_sid
+            .clone()
+            .expect("the carrier named the call");
         // The engine may learn of the end (the stream stopping) before the carrier's call
         // record says it ended.
         let twilio = &stack.sim().state().twilio;
@@ -146,8 +149,16 @@ fn assert_ended(calls: &[Ended], state: CallState, detail: CallDetail, success: 
             .filter(|s| s.split_whitespace().count() >= 4)
             .collect::<Vec<_>>();
         for line in &agent {
-            for marker in ["You are a voice assistant", "Goal:", "Context:", "You are the caller"] {
-                assert!(!line.contains(marker), "{line:?} reads the instructions; {why}");
+            for marker in [
+                "You are a voice assistant",
+                "Goal:",
+                "Context:",
+                "You are the caller",
+            ] {
+                assert!(
+                    !line.contains(marker),
+                    "{line:?} reads the instructions; {why}"
+                );
             }
             for sentence in &framing {
                 assert!(
@@ -183,7 +194,10 @@ async fn restaurant_books_whatever_the_wording() {
     assert_ended(&calls, CallState::Completed, CallDetail::AgentEnded, true);
     for c in &calls {
         assert!(
-            c.sim.callee_said.last().is_some_and(|l| l.starts_with("Got it.")),
+            c.sim
+                .callee_said
+                .last()
+                .is_some_and(|l| l.starts_with("Got it.")),
             "{:?}",
             c.sim
         );
@@ -197,7 +211,10 @@ async fn busy_and_no_answer_fail_whatever_the_wording() {
         "busy",
         &[
             say("Check if my prescription is ready to pick up", None),
-            say("Ask the pharmacy about Alex's refill", Some("Patient: Alex Kim.")),
+            say(
+                "Ask the pharmacy about Alex's refill",
+                Some("Patient: Alex Kim."),
+            ),
         ],
     )
     .await;
@@ -233,7 +250,12 @@ async fn voicemail_gets_a_message_after_the_beep_whatever_the_wording() {
     .await;
     assert_ended(&calls, CallState::Completed, CallDetail::AgentEnded, true);
     for c in &calls {
-        assert_eq!(c.sim.callee_said.last().map(String::as_str), Some("BEEP"), "{:?}", c.sim);
+        assert_eq!(
+            c.sim.callee_said.last().map(String::as_str),
+            Some("BEEP"),
+            "{:?}",
+            c.sim
+        );
         assert!(
             c.sim
                 .agent_heard
@@ -251,8 +273,14 @@ async fn ivr_presses_one_and_reaches_the_desk_whatever_the_wording() {
     let (stack, calls) = place_all(
         "ivr",
         &[
-            say("Find out if the Grand Hotel has a room free on Friday night", None),
-            say("Ask the hotel about availability this Friday", Some("One guest, one night.")),
+            say(
+                "Find out if the Grand Hotel has a room free on Friday night",
+                None,
+            ),
+            say(
+                "Ask the hotel about availability this Friday",
+                Some("One guest, one night."),
+            ),
         ],
     )
     .await;
@@ -287,7 +315,9 @@ async fn interrupt_is_barged_into_and_moves_the_delivery_whatever_the_wording() 
     assert_ended(&calls, CallState::Completed, CallDetail::AgentEnded, true);
     for c in &calls {
         assert!(
-            c.turns.iter().any(|t| t.speaker == Speaker::Agent && t.interrupted),
+            c.turns
+                .iter()
+                .any(|t| t.speaker == Speaker::Agent && t.interrupted),
             "the callee's barge-in cut no agent line: {:#?}",
             c.turns
         );
@@ -301,12 +331,23 @@ async fn hangup_is_the_callee_hanging_up_whatever_the_wording() {
     let (stack, calls) = place_all(
         "hangup",
         &[
-            say("Ask the bakery if they do birthday cakes for Saturday", None),
-            say("Order a birthday cake for Saturday", Some("Chocolate, for twelve people.")),
+            say(
+                "Ask the bakery if they do birthday cakes for Saturday",
+                None,
+            ),
+            say(
+                "Order a birthday cake for Saturday",
+                Some("Chocolate, for twelve people."),
+            ),
         ],
     )
     .await;
-    assert_ended(&calls, CallState::Completed, CallDetail::CalleeHungUp, false);
+    assert_ended(
+        &calls,
+        CallState::Completed,
+        CallDetail::CalleeHungUp,
+        false,
+    );
     for c in &calls {
         assert_eq!(c.sim.ended_by.as_deref(), Some("callee"), "{:?}", c.sim);
     }

@@ -28,7 +28,10 @@ pub(super) enum Move {
         summary: String,
     },
     /// Say a word, then press these keys with `send_dtmf`.
-    Press { line: String, digits: String },
+    Press {
+        line: String,
+        digits: String,
+    },
 }
 
 impl Brief {
@@ -108,7 +111,9 @@ impl Brief {
             if let Some(fact) = self.fact_for(&lower) {
                 return Move::Say(fact);
             }
-            let yes_no = ["is this", "is it", "are you", "is that", "do you", "can you"];
+            let yes_no = [
+                "is this", "is it", "are you", "is that", "do you", "can you",
+            ];
             if yes_no.iter().any(|q| lower.starts_with(q)) {
                 return Move::Say(match &self.goal {
                     Some(g) => format!("Yes. {}", purpose(g)),
@@ -116,8 +121,7 @@ impl Brief {
                 });
             }
             return Move::Say(
-                "I'm sorry, I don't have that information. I'll check and get back to you."
-                    .into(),
+                "I'm sorry, I don't have that information. I'll check and get back to you.".into(),
             );
         }
         if POSITIVE.iter().any(|p| lower.contains(p)) {
@@ -143,7 +147,10 @@ impl Brief {
             let Some(digit) = key_digit(key) else {
                 continue;
             };
-            let score = words(part).iter().filter(|w| goal_words.contains(w)).count();
+            let score = words(part)
+                .iter()
+                .filter(|w| goal_words.contains(w))
+                .count();
             if best.as_ref().is_none_or(|(s, _)| score > *s) {
                 best = Some((score, digit));
             }
@@ -156,10 +163,18 @@ impl Brief {
         let has = |keys: &[&str]| keys.iter().any(|k| q.contains(k));
         let digits = |f: &str| f.chars().filter(char::is_ascii_digit).count();
         let pick = |ok: &dyn Fn(&str) -> bool| self.facts.iter().find(|f| ok(f)).cloned();
-        if has(&["number", "phone", "reach you", "call back", "callback", "contact"]) {
-            if let Some(f) = pick(&|f| digits(f) >= 3) {
-                return Some(f);
-            }
+        let numbers = [
+            "number",
+            "phone",
+            "reach you",
+            "call back",
+            "callback",
+            "contact",
+        ];
+        if has(&numbers)
+            && let Some(f) = pick(&|f| digits(f) >= 3)
+        {
+            return Some(f);
         }
         if has(&["name", "who ", "under"]) {
             let named = |f: &str| {
@@ -167,8 +182,8 @@ impl Brief {
                     .skip(1)
                     .any(|w| w.chars().next().is_some_and(char::is_uppercase))
             };
-            if let Some(f) = pick(&|f| named(f) && f.to_lowercase().contains("name"))
-                .or_else(|| pick(&named))
+            if let Some(f) =
+                pick(&|f| named(f) && f.to_lowercase().contains("name")).or_else(|| pick(&named))
             {
                 return Some(f);
             }
@@ -237,8 +252,21 @@ const NEGATIVE: &[&str] = &[
     "not possible",
 ];
 const TIME_WORDS: &[&str] = &[
-    "tonight", "today", "tomorrow", "morning", "afternoon", "evening", "monday", "tuesday",
-    "wednesday", "thursday", "friday", "saturday", "sunday", " pm", " am",
+    "tonight",
+    "today",
+    "tomorrow",
+    "morning",
+    "afternoon",
+    "evening",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+    " pm",
+    " am",
 ];
 const STOP: &[&str] = &[
     "the", "and", "for", "you", "your", "what", "which", "that", "this", "with", "have", "could",
@@ -331,7 +359,8 @@ fn sentences(text: &str) -> Vec<String> {
     let chars: Vec<char> = text.chars().collect();
     for (i, c) in chars.iter().enumerate() {
         cur.push(*c);
-        let end = matches!(c, '.' | '?' | '!') && chars.get(i + 1).is_none_or(|n| n.is_whitespace());
+        let end =
+            matches!(c, '.' | '?' | '!') && chars.get(i + 1).is_none_or(|n| n.is_whitespace());
         if end {
             let s = cur.trim().to_owned();
             if !s.is_empty() {
@@ -380,7 +409,9 @@ fn purpose(goal: &str) -> String {
 /// `g` with its first letter in lower case, unless the first word is "I" or an acronym.
 fn lower_first(g: &str) -> String {
     let first = g.split_whitespace().next().unwrap_or("");
-    let keep = first == "I" || first.starts_with("I'") || first.chars().nth(1).is_some_and(char::is_uppercase);
+    let keep = first == "I"
+        || first.starts_with("I'")
+        || first.chars().nth(1).is_some_and(char::is_uppercase);
     let mut c = g.chars();
     match c.next() {
         Some(f) if !keep => f.to_lowercase().chain(c).collect(),
@@ -448,7 +479,13 @@ mod tests {
             true,
         );
         assert!(
-            matches!(&close, Move::Close { outcome: "success", .. }),
+            matches!(
+                &close,
+                Move::Close {
+                    outcome: "success",
+                    ..
+                }
+            ),
             "{close:?}"
         );
         assert_eq!(

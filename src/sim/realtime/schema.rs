@@ -28,7 +28,11 @@ fn build(schema: &Value, depth: usize) -> Value {
     if let Some(c) = s.get("const") {
         return c.clone();
     }
-    if let Some(first) = s.get("enum").and_then(Value::as_array).and_then(|e| e.first()) {
+    if let Some(first) = s
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+    {
         return first.clone();
     }
     for key in ["anyOf", "oneOf"] {
@@ -67,7 +71,10 @@ fn build(schema: &Value, depth: usize) -> Value {
         "object" => object(s, depth),
         "array" => {
             let n = s.get("minItems").and_then(Value::as_u64).unwrap_or(0) as usize;
-            let item = s.get("items").map(|i| build(i, depth + 1)).unwrap_or(json!(""));
+            let item = s
+                .get("items")
+                .map(|i| build(i, depth + 1))
+                .unwrap_or(json!(""));
             Value::Array(vec![item; n])
         }
         "string" => Value::String(string(s)),
@@ -80,7 +87,10 @@ fn build(schema: &Value, depth: usize) -> Value {
 
 fn object(s: &Map<String, Value>, depth: usize) -> Value {
     let empty = Map::new();
-    let props = s.get("properties").and_then(Value::as_object).unwrap_or(&empty);
+    let props = s
+        .get("properties")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
     let mut out = Map::new();
     let required: Vec<&str> = s
         .get("required")
@@ -137,7 +147,12 @@ fn integer(s: &Map<String, Value>) -> i64 {
 
 fn number(s: &Map<String, Value>) -> Value {
     let num = |k: &str| s.get(k).and_then(Value::as_f64);
-    let v = match (num("minimum"), num("exclusiveMinimum"), num("maximum"), num("exclusiveMaximum")) {
+    let v = match (
+        num("minimum"),
+        num("exclusiveMinimum"),
+        num("maximum"),
+        num("exclusiveMaximum"),
+    ) {
         (Some(m), _, _, _) => m,
         (None, Some(x), hi, xhi) => {
             // Halfway to the upper bound when there is one, else just above.
@@ -163,7 +178,10 @@ fn number(s: &Map<String, Value>) -> Value {
 
 fn string(s: &Map<String, Value>) -> String {
     let min = s.get("minLength").and_then(Value::as_u64).unwrap_or(0) as usize;
-    let max = s.get("maxLength").and_then(Value::as_u64).map(|m| m as usize);
+    let max = s
+        .get("maxLength")
+        .and_then(Value::as_u64)
+        .map(|m| m as usize);
     if let Some(p) = s.get("pattern").and_then(Value::as_str) {
         return from_pattern(p, min);
     }
@@ -404,7 +422,10 @@ mod tests {
             "required": ["count", "ratio", "neg", "step", "tags", "when"]});
         let v = instance(&n);
         assert_eq!(v["count"], 3);
-        assert!(v["ratio"].as_f64().is_some_and(|r| r > 0.0 && r <= 1.0), "{v}");
+        assert!(
+            v["ratio"].as_f64().is_some_and(|r| r > 0.0 && r <= 1.0),
+            "{v}"
+        );
         assert_eq!(v["neg"], -5);
         assert_eq!(v["step"], 10);
         assert_eq!(v["tags"], json!(["a", "a"]));

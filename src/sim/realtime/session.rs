@@ -302,10 +302,7 @@ impl Session {
             }
         };
         // Errors about this event name it, as the real service does.
-        self.client_event_id = v
-            .get("event_id")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        self.client_event_id = v.get("event_id").and_then(Value::as_str).map(str::to_owned);
         let r = self.on_event(tx, &v, text).await;
         self.client_event_id = None;
         r

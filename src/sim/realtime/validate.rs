@@ -234,7 +234,8 @@ pub(super) fn validate_session(s: &Map<String, Value>) -> Result<(), Invalid> {
         }
     }
     if let Some(tc) = s.get("tool_choice") {
-        check_tool_choice(tc).map_err(|m| ("invalid_value", "session.tool_choice".to_owned(), m))?;
+        check_tool_choice(tc)
+            .map_err(|m| ("invalid_value", "session.tool_choice".to_owned(), m))?;
     }
     if let Some(tools) = s.get("tools") {
         let Some(tools) = tools.as_array() else {

@@ -21,10 +21,7 @@ impl Session {
             return;
         };
         if let Some(sc) = &self.scenario
-            && sc
-                .script
-                .iter()
-                .any(|s| s.callee.as_deref() == Some(text))
+            && sc.script.iter().any(|s| s.callee.as_deref() == Some(text))
         {
             if let Some(i) = sc
                 .script

@@ -72,7 +72,11 @@ impl Session {
             return Ok(ResponseOptions::default());
         };
         let Some(r) = r.as_object() else {
-            self.violation("bad-response", "response.create.response must be an object", raw);
+            self.violation(
+                "bad-response",
+                "response.create.response must be an object",
+                raw,
+            );
             return Err((
                 "invalid_type",
                 "response".into(),
@@ -92,7 +96,8 @@ impl Session {
             ));
         }
         if let Some(tc) = r.get("tool_choice") {
-            check_tool_choice(tc).map_err(|m| ("invalid_value", "response.tool_choice".into(), m))?;
+            check_tool_choice(tc)
+                .map_err(|m| ("invalid_value", "response.tool_choice".into(), m))?;
         }
         Ok(ResponseOptions {
             tools: r.get("tools").cloned(),
@@ -162,7 +167,11 @@ impl Session {
             name: "end_call".into(),
             arguments: self.arguments_for(
                 "end_call",
-                &[("outcome", json!(outcome)), ("summary", json!(summary)), ("reason", json!(summary))],
+                &[
+                    ("outcome", json!(outcome)),
+                    ("summary", json!(summary)),
+                    ("reason", json!(summary)),
+                ],
             ),
         })
     }
@@ -198,9 +207,7 @@ impl Session {
     /// call `tool_choice` forces. Every `response.create` and every automatic turn gets one,
     /// empty when the agent has nothing to say (its script waits for the callee).
     pub(super) async fn respond(&mut self, tx: &mut Tx, opts: ResponseOptions) -> Res {
-        let tools = opts
-            .tools
-            .unwrap_or_else(|| self.config["tools"].clone());
+        let tools = opts.tools.unwrap_or_else(|| self.config["tools"].clone());
         let choice = opts
             .tool_choice
             .unwrap_or_else(|| self.config["tool_choice"].clone());
@@ -229,7 +236,9 @@ impl Session {
                     .error(
                         tx,
                         "invalid_value",
-                        &format!("Tool choice '{name}' is not one of the tools the session offers."),
+                        &format!(
+                            "Tool choice '{name}' is not one of the tools the session offers."
+                        ),
                         Some("tool_choice"),
                     )
                     .await;
@@ -250,7 +259,8 @@ impl Session {
             if choice == "none" {
                 tool = None;
             }
-            if choice == "required" && tool.is_none()
+            if choice == "required"
+                && tool.is_none()
                 && let Some(first) = tools.as_array().and_then(|a| a.first())
             {
                 tool = Some(ToolCall {
