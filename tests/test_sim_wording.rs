@@ -281,6 +281,11 @@ async fn ivr_presses_one_and_reaches_the_desk_whatever_the_wording() {
                 "Ask the hotel about availability this Friday",
                 Some("One guest, one night."),
             ),
+            // Another scenario's own words: the number still decides.
+            say(
+                "Ask Doctor Smith's office to call Alex Kim back about Tuesday's appointment",
+                None,
+            ),
         ],
     )
     .await;
@@ -339,6 +344,8 @@ async fn hangup_is_the_callee_hanging_up_whatever_the_wording() {
                 "Order a birthday cake for Saturday",
                 Some("Chocolate, for twelve people."),
             ),
+            // Another scenario's own words: the number still decides.
+            say("Book a table for two at 7:30 tonight", None),
         ],
     )
     .await;
