@@ -17,6 +17,35 @@ pub(crate) fn instance(schema: &Value) -> Value {
     build(schema, 0)
 }
 
+/// Whether an object `value` keeps to an object schema's top level: its required properties
+/// are there, it has no property the schema shuts out, and enum properties hold one of their
+/// values. Enough to tell a script's arguments written for another tool's schema.
+pub(crate) fn fits(schema: &Value, value: &Value) -> bool {
+    let (Some(s), Some(v)) = (schema.as_object(), value.as_object()) else {
+        return schema.is_null();
+    };
+    let empty = Map::new();
+    let props = s
+        .get("properties")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let required = s.get("required").and_then(Value::as_array).is_none_or(|r| {
+        r.iter()
+            .filter_map(Value::as_str)
+            .all(|k| v.contains_key(k))
+    });
+    let closed = s.get("additionalProperties") == Some(&Value::Bool(false));
+    let known = !closed || v.keys().all(|k| props.contains_key(k));
+    let enums = v.iter().all(|(k, x)| {
+        props
+            .get(k)
+            .and_then(|p| p.get("enum"))
+            .and_then(Value::as_array)
+            .is_none_or(|e| e.contains(x))
+    });
+    required && known && enums
+}
+
 fn build(schema: &Value, depth: usize) -> Value {
     let Some(s) = schema.as_object() else {
         // `true` or a non-schema: anything goes.
@@ -430,5 +459,17 @@ mod tests {
         assert_eq!(v["step"], 10);
         assert_eq!(v["tags"], json!(["a", "a"]));
         assert_eq!(v["when"], "2026-01-01");
+    }
+
+    #[test]
+    fn fits_tells_arguments_made_for_another_schema() {
+        let reason = json!({"type": "object", "properties": {"reason": {"type": "string"}},
+                            "required": ["reason"], "additionalProperties": false});
+        assert!(fits(&reason, &json!({"reason": "done"})));
+        assert!(!fits(
+            &reason,
+            &json!({"outcome": "success", "summary": "x"})
+        ));
+        assert!(fits(&reason, &instance(&reason)));
     }
 }

@@ -248,7 +248,7 @@ impl Session {
                     .iter()
                     .take_while(|s| s.agent.is_some())
                     .find_map(|s| s.tool.clone())
-                    .filter(|t| t.name == name)
+                    .filter(|t| t.name == name && schema::fits(&params, &t.arguments))
             });
             let arguments = scripted
                 .map(|t| t.arguments)
