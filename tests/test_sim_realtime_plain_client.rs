@@ -270,3 +270,103 @@ async fn errors_echo_the_client_event_id() {
     assert_eq!(r.last().unwrap()["response"]["status"], "completed");
     sim.shutdown().await;
 }
+
+/// Two scenarios that share their callee lines: hearing one tells the agent no single script,
+/// so the plain agent holds the conversation.
+fn twins() -> Vec<switchboard::sim::Scenario> {
+    ["+12125550181", "+12125550182"]
+        .iter()
+        .enumerate()
+        .map(|(i, number)| {
+            let toml = format!(
+                r#"
+name = "twin{i}"
+number = "{number}"
+[agent]
+goal = "Twin scenario {i} for the plain agent"
+[[script]]
+callee = "What name should the table be under?"
+[[script]]
+callee = "Thanks, that's all for now. Goodbye!"
+"#
+            );
+            switchboard::sim::Scenario::from_toml("twin.toml", &toml).expect("scenario")
+        })
+        .collect()
+}
+
+fn transcript_of(events: &[Value]) -> String {
+    events
+        .iter()
+        .filter(|e| e["type"] == "response.output_audio_transcript.done")
+        .map(|e| e["transcript"].as_str().unwrap().to_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[tokio::test]
+async fn the_plain_agent_greets_answers_from_the_context_and_hangs_up_on_goodbye() {
+    let sim = sim_with(twins()).await;
+    let mut c = connect(&sim, Connect::default()).await;
+    let id = c
+        .start(
+            "You are a voice assistant placing an outbound phone call on behalf of Alex Kim. \
+             You are the caller.\n\nGoal: Reserve a table for two tonight\n\
+             Context: The booking name is Alex Kim. Callback number +14155550123.\n",
+        )
+        .await;
+
+    // It greets and says why it calls, in words of its own.
+    c.send(&json!({"type": "response.create"})).await;
+    let greeting = transcript_of(&response(&mut c).await);
+    assert_eq!(
+        greeting,
+        "Hello, this is an assistant calling on behalf of Alex Kim. I'm calling to reserve a table for two tonight."
+    );
+
+    // A question: answered with the fact from the context that fits.
+    for (line, answer) in [
+        (
+            "What name should the table be under?",
+            "The booking name is Alex Kim.",
+        ),
+        (
+            "Thanks, that's all for now. Goodbye!",
+            "Thank you so much for your help. Goodbye!",
+        ),
+    ] {
+        let audio = sim.state().voices.register(line);
+        c.append(&audio).await;
+        c.silence(700).await;
+        let heard = c
+            .until("conversation.item.input_audio_transcription.completed")
+            .await;
+        assert_eq!(heard["transcript"], line);
+        let reply = response(&mut c).await;
+        assert_eq!(transcript_of(&reply), answer);
+        if line.contains("Goodbye") {
+            // The callee closed: end_call, with arguments for the session's own end_call.
+            let call = function_call(&reply);
+            assert_eq!(call["name"], "end_call");
+            let args: Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
+            let keys: Vec<&String> = args.as_object().unwrap().keys().collect();
+            assert_eq!(keys, ["reason"], "{args}");
+            assert!(
+                args["reason"].as_str().unwrap().contains("Goodbye"),
+                "{args}"
+            );
+        } else {
+            assert!(
+                !types(&reply).contains(&"response.function_call_arguments.done"),
+                "{:?}",
+                types(&reply)
+            );
+        }
+    }
+    assert!(
+        violations_of(&sim, &id).is_empty(),
+        "{:?}",
+        violations_of(&sim, &id)
+    );
+    sim.shutdown().await;
+}
