@@ -92,6 +92,32 @@ async fn rest_create_fetch_update_and_every_error_code() {
         ended["duration"].is_string(),
         "duration is a string: {ended}"
     );
+    // Once ended, the call carries when it started and ended (RFC 2822 as Twilio writes it:
+    // a two-digit day, +0000) and how long it lasted, in whole seconds as a string.
+    let date = |k: &str| {
+        let v = ended[k]
+            .as_str()
+            .unwrap_or_else(|| panic!("{k} missing: {ended}"));
+        assert!(
+            v.ends_with(" +0000") && v.as_bytes().get(3) == Some(&b',') && v.as_bytes()[7] == b' ',
+            "{k} is not in Twilio's RFC 2822 spelling: {v}"
+        );
+        chrono::DateTime::parse_from_rfc2822(v).unwrap_or_else(|e| panic!("{k} {v}: {e}"))
+    };
+    let (start, end) = (date("start_time"), date("end_time"));
+    let secs: i64 = ended["duration"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .expect("whole seconds");
+    assert!(
+        start <= end && secs >= 0 && secs <= (end - start).num_seconds() + 1,
+        "{ended}"
+    );
+    assert!(
+        call["end_time"].is_null() && call["duration"].is_null(),
+        "{call}"
+    );
     assert_eq!(sim_call(&sim, &sid).await["ended_by"], "api-completed");
     // An ended call cannot be updated (21220).
     let (status, err) = rest.update(&sid, &[("Status", "completed")]).await;

@@ -5,6 +5,11 @@
 //! scenario runs the same whether the engine under test is fast, slow or wrong (when it is
 //! wrong, the run records violations instead of advancing).
 //!
+//! The callee takes any agent line it hears while waiting for one as the agent's step (so a
+//! plain agent's greeting stands in for a scripted first line); lines it hears while it has
+//! its own step to do are let go. Callee lines should be unique to their scenario: the model
+//! half finds its script by them when the request did not use the scenario's goal words.
+//!
 //! ```toml
 //! name = "restaurant"
 //! number = "+12125550134"          # dialing this number plays this scenario
@@ -36,8 +41,10 @@ pub struct Scenario {
     pub number: String,
     #[serde(default)]
     pub answer: Answer,
-    /// What the engine should be asked to do (used by the demo, examples and tests, and by the
-    /// model half to pick the agent's script from the session instructions).
+    /// What the engine should be asked to do (used by the demo, examples and tests). The model
+    /// half plays this script from the start when the session's instructions carry this goal
+    /// word for word; asked in other words, it greets as a plain agent and joins the script at
+    /// the first callee line only this scenario has, so the number dialed decides.
     pub agent: AgentBrief,
     #[serde(default)]
     pub script: Vec<Step>,

@@ -2,8 +2,16 @@
 //! (protocols/openai-realtime.md), playing the agent's side of each scenario.
 //!
 //! It recognises what the callee said purely from the audio the engine appends (see
-//! `voice`), so it needs nothing from the engine but the wire protocol.
+//! `voice`), so it needs nothing from the engine but the wire protocol. Which scenario's agent
+//! it plays it learns the same way: from the goal in the instructions when the request used
+//! the scenario's own words, otherwise from the first callee line that only one scenario has;
+//! until then, and for lines no one script knows, a plain agent ([`generic`]) answers from
+//! the `Goal:` and `Context:` lines. Any GA client gets what the real service sends: a
+//! transcription per committed turn, a response per turn and per `response.create`, forced
+//! function calls with arguments valid against the tool's schema ([`schema`]).
 
+mod generic;
+mod schema;
 mod session;
 mod validate;
 

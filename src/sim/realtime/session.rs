@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::SessionSummary;
+use super::generic::{Brief, Move};
 use super::validate::{BETA_FIELDS, default_config, merge, validate_session};
 use crate::sim::scenario::Scenario;
 use crate::sim::{Side, SimState};
@@ -40,10 +41,20 @@ struct Session {
     summary: Arc<Mutex<SessionSummary>>,
     config: Value,
     updated: bool,
+    /// The script this session's agent follows, once it knows it: from the goal in the
+    /// instructions, or from a callee line only one scenario has (see `conversation::hear`).
     scenario: Option<Scenario>,
     /// Next script index the agent may speak from.
     pos: usize,
     greeted: bool,
+    /// What the instructions ask, for the plain agent that plays while no script applies.
+    brief: Brief,
+    /// The plain agent's answer to the last callee turn, said by the next response.
+    pending: Option<Move>,
+    /// Callee lines the plain agent heard, for the outcome when the callee closes.
+    callee_lines: Vec<String>,
+    /// The `event_id` of the client event being handled, echoed in an `error` about it.
+    client_event_id: Option<String>,
     vad: Vad,
     // Responses
     resp: Option<Resp>,
@@ -87,6 +98,10 @@ pub(super) async fn run(st: Arc<SimState>, socket: WebSocket, model: String) {
         scenario: None,
         pos: 0,
         greeted: false,
+        brief: Brief::default(),
+        pending: None,
+        callee_lines: Vec::new(),
+        client_event_id: None,
         vad: Vad::default(),
         resp: None,
         item_audio: HashMap::new(),
@@ -267,7 +282,7 @@ impl Session {
     ) -> Res {
         let e = ev(
             "error",
-            json!({"error": {"type": kind, "code": code, "message": message, "param": param, "event_id": null}}),
+            json!({"error": {"type": kind, "code": code, "message": message, "param": param, "event_id": self.client_event_id}}),
         );
         self.send(tx, e).await
     }
@@ -286,6 +301,14 @@ impl Session {
                     .await;
             }
         };
+        // Errors about this event name it, as the real service does.
+        self.client_event_id = v.get("event_id").and_then(Value::as_str).map(str::to_owned);
+        let r = self.on_event(tx, &v, text).await;
+        self.client_event_id = None;
+        r
+    }
+
+    async fn on_event(&mut self, tx: &mut Tx, v: &Value, text: &str) -> Res {
         let kind = v
             .get("type")
             .and_then(Value::as_str)
@@ -339,8 +362,8 @@ impl Session {
                 .await;
         }
         match kind.as_str() {
-            "session.update" => self.session_update(tx, &v, text).await,
-            "input_audio_buffer.append" => self.append(tx, &v, text).await,
+            "session.update" => self.session_update(tx, v, text).await,
+            "input_audio_buffer.append" => self.append(tx, v, text).await,
             "input_audio_buffer.commit" => {
                 if self.vad.speech.is_empty() {
                     return self
@@ -352,7 +375,8 @@ impl Session {
                         )
                         .await;
                 }
-                self.end_of_speech(tx).await
+                // A manual commit makes a user item; it never starts a response.
+                self.end_of_speech(tx, false).await
             }
             "input_audio_buffer.clear" => {
                 self.vad.speech.clear();
@@ -360,8 +384,8 @@ impl Session {
                 self.send(tx, ev("input_audio_buffer.cleared", json!({})))
                     .await
             }
-            "conversation.item.create" => self.item_create(tx, &v, text).await,
-            "conversation.item.truncate" => self.truncate(tx, &v, text).await,
+            "conversation.item.create" => self.item_create(tx, v, text).await,
+            "conversation.item.truncate" => self.truncate(tx, v, text).await,
             "conversation.item.delete" => {
                 let id = v.get("item_id").cloned().unwrap_or(Value::Null);
                 self.send(tx, ev("conversation.item.deleted", json!({"item_id": id})))
@@ -394,7 +418,13 @@ impl Session {
                         )
                         .await;
                 }
-                self.respond(tx, true).await
+                let opts = match self.response_options(v, text) {
+                    Ok(o) => o,
+                    Err((code, param, message)) => {
+                        return self.error(tx, code, &message, Some(&param)).await;
+                    }
+                };
+                self.respond(tx, opts).await
             }
             "response.cancel" => match self.resp.take() {
                 Some(r) => {
@@ -446,6 +476,9 @@ impl Session {
             .as_str()
             .unwrap_or("")
             .to_owned();
+        self.brief = Brief::from_instructions(&instructions);
+        // The scenario's own goal words name its script; any other wording leaves the choice
+        // to the callee's first line (`conversation::hear`).
         if self.scenario.is_none() {
             self.scenario = self
                 .st

@@ -233,6 +233,10 @@ pub(super) fn validate_session(s: &Map<String, Value>) -> Result<(), Invalid> {
             }
         }
     }
+    if let Some(tc) = s.get("tool_choice") {
+        check_tool_choice(tc)
+            .map_err(|m| ("invalid_value", "session.tool_choice".to_owned(), m))?;
+    }
     if let Some(tools) = s.get("tools") {
         let Some(tools) = tools.as_array() else {
             return bad("session.tools", "tools must be an array".into());
@@ -270,6 +274,25 @@ pub(super) fn validate_session(s: &Map<String, Value>) -> Result<(), Invalid> {
         }
     }
     Ok(())
+}
+
+/// `tool_choice`: `auto`, `none`, `required`, `{type: function, name}` or `{type: mcp, …}`.
+pub(super) fn check_tool_choice(tc: &Value) -> Result<(), String> {
+    match tc {
+        Value::String(s) if ["auto", "none", "required"].contains(&s.as_str()) => Ok(()),
+        Value::Object(o) => match o.get("type").and_then(Value::as_str) {
+            Some("function") if o.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty()) => {
+                match o.keys().find(|k| *k != "type" && *k != "name") {
+                    Some(k) => Err(format!("Unknown parameter in tool_choice: '{k}'.")),
+                    None => Ok(()),
+                }
+            }
+            Some("function") => Err("tool_choice of type 'function' needs a 'name'.".into()),
+            Some("mcp") => Ok(()),
+            _ => Err("tool_choice object must have type 'function' (with a name) or 'mcp'.".into()),
+        },
+        _ => Err("Invalid value for 'tool_choice': use 'auto', 'none', 'required' or {\"type\": \"function\", \"name\": …}.".into()),
+    }
 }
 
 /// Applies a partial session over the effective config (only present fields change).

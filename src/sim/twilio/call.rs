@@ -101,9 +101,7 @@ pub(super) async fn run_call(
         )
         .await
     };
-    call.set_status(&final_status);
-    let duration = call.with(|c| c.duration_secs.unwrap_or(0));
-    call.with(|c| c.duration_secs = Some(duration));
+    let duration = call.finish(&final_status);
     let d = duration.to_string();
     let billed = duration.div_ceil(60).max(1).to_string();
     let mut terminal = vec![("CallDuration", d.as_str()), ("Duration", billed.as_str())];

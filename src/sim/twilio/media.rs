@@ -115,6 +115,13 @@ impl Callee {
                 self.wait_ticks =
                     step.pause_ms.unwrap_or(0) / 20 + step.silence_ms.unwrap_or(0) / 20;
             }
+            if step.agent.is_none() {
+                // Only an agent line the callee is waiting for answers a step: one that plays
+                // while the callee has its own step to do (a greeting before a phone menu
+                // speaks, the rest of a line after a barge-in) is heard and let go, so it
+                // cannot stand in for a later reply.
+                self.heard_consumed = self.heard_consumed.max(heard.count);
+            }
             if self.wait_ticks > 0 {
                 self.wait_ticks -= 1;
                 return None;

@@ -88,6 +88,10 @@ pub struct CallSummary {
     /// twiml-hangup, application-error, no-answer, busy, failed, media-dropped.
     pub ended_by: Option<String>,
     pub duration_secs: Option<u64>,
+    /// When the call was dialed and when it ended, as the call resource gives them (RFC 2822,
+    /// Twilio's spelling).
+    pub start_time: Option<String>,
+    pub end_time: Option<String>,
     /// TwiML verbs run, in order (`Connect`, `Say`, `Play digits=1` …).
     pub twiml_verbs: Vec<String>,
     /// `<Parameter>`s of each stream opened.
@@ -137,24 +141,41 @@ impl SimCall {
     }
     fn set_status(&self, s: &str) {
         self.with(|c| {
+            if s == "initiated" {
+                c.start_time.get_or_insert_with(|| twilio_date(Utc::now()));
+            }
             c.status = s.to_owned();
             c.statuses.push(s.to_owned());
         });
+    }
+    /// The call's end: its final status, end time and duration in one step, so a fetch never
+    /// sees an ended call without them.
+    fn finish(&self, status: &str) -> u64 {
+        self.with(|c| {
+            let now = twilio_date(Utc::now());
+            c.start_time.get_or_insert_with(|| now.clone());
+            c.end_time = Some(now);
+            let d = *c.duration_secs.get_or_insert(0);
+            c.status = status.to_owned();
+            c.statuses.push(status.to_owned());
+            d
+        })
     }
     fn status(&self) -> String {
         self.with(|c| c.status.clone())
     }
     fn resource(&self, account: &str) -> serde_json::Value {
         let c = self.summary();
-        let fmt = |d: chrono::DateTime<Utc>| d.to_rfc2822();
+        let fmt = twilio_date;
         json!({
             "sid": self.sid, "account_sid": account,
             "to": c.to, "to_formatted": c.to, "from": c.from, "from_formatted": c.from,
             "status": c.status, "direction": "outbound-api",
             "answered_by": c.answered_by, "api_version": "2010-04-01",
             "date_created": fmt(self.created), "date_updated": fmt(Utc::now()),
-            "start_time": null, "end_time": null,
-            "duration": c.duration_secs.map(|d| d.to_string()),
+            "start_time": c.start_time, "end_time": c.end_time,
+            // Empty until the call has ended (sheet §2.2).
+            "duration": c.end_time.as_ref().and(c.duration_secs).map(|d| d.to_string()),
             "price": null, "price_unit": "USD",
             "parent_call_sid": null, "phone_number_sid": null, "forwarded_from": null,
             "caller_name": null, "group_sid": null, "trunk_sid": null, "queue_time": "0",
@@ -162,6 +183,11 @@ impl SimCall {
             "subresource_uris": {"streams": format!("/2010-04-01/Accounts/{account}/Calls/{}/Streams.json", self.sid)}
         })
     }
+}
+
+/// A date as Twilio writes it: `Tue, 09 Sep 2025 10:00:00 +0000` (RFC 2822, two-digit day).
+fn twilio_date(d: chrono::DateTime<Utc>) -> String {
+    d.format("%a, %d %b %Y %H:%M:%S +0000").to_string()
 }
 
 pub fn routes(_state: Arc<SimState>) -> Router<Arc<SimState>> {

@@ -1,11 +1,77 @@
-//! Conversation items the client creates or truncates: function-call outputs, user and system
-//! messages, and the truncation of assistant audio the callee did not hear.
+//! What the agent makes of the conversation: the callee's turns (which script they belong
+//! to, or the plain agent's answer), the items the client creates (function-call outputs,
+//! user and system messages) and the truncation of assistant audio the callee did not hear.
 
 use serde_json::{Value, json};
 
 use super::{Res, Session, Tx, ev};
 
 impl Session {
+    /// One callee turn, as the agent understood it (`None`: audio it could not make out).
+    ///
+    /// The agent learns which scenario it is in only from what reaches it: a line of the
+    /// script it follows moves it along that script; a line that only one scenario has
+    /// makes it join that scenario's script right after the line (so the number dialed
+    /// decides, however the request was worded); anything else gets the plain agent's answer.
+    pub(super) fn hear(&mut self, text: Option<&str>) {
+        let Some(text) = text else {
+            if self.scenario.is_none() {
+                self.pending = Some(self.brief.reply(None, &self.callee_lines, false));
+            }
+            return;
+        };
+        if let Some(sc) = &self.scenario
+            && sc.script.iter().any(|s| s.callee.as_deref() == Some(text))
+        {
+            if let Some(i) = sc
+                .script
+                .iter()
+                .enumerate()
+                .skip(self.pos)
+                .find(|(_, s)| s.callee.as_deref() == Some(text))
+                .map(|(i, _)| i)
+            {
+                self.pos = i + 1;
+            }
+            return;
+        }
+        let owners: Vec<_> = self
+            .st
+            .config
+            .scenarios
+            .iter()
+            .filter(|s| {
+                s.script.iter().any(|st| st.callee.as_deref() == Some(text))
+                    || s.answer.greeting.as_deref() == Some(text)
+            })
+            .collect();
+        if let [only] = owners[..] {
+            let pos = only
+                .script
+                .iter()
+                .position(|st| st.callee.as_deref() == Some(text))
+                .map_or(0, |i| i + 1);
+            let name = only.name.clone();
+            self.scenario = Some(only.clone());
+            self.pos = pos;
+            self.greeted = true;
+            self.pending = None;
+            self.with(|s| s.scenario = Some(name));
+            return;
+        }
+        // No one script: the plain agent answers for the goal it was given.
+        self.scenario = None;
+        let can_press = self.has_tool("send_dtmf");
+        self.pending = Some(self.brief.reply(Some(text), &self.callee_lines, can_press));
+        self.callee_lines.push(text.to_owned());
+    }
+
+    pub(super) fn has_tool(&self, name: &str) -> bool {
+        self.config["tools"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|t| t["name"] == name))
+    }
+
     pub(super) async fn item_create(&mut self, tx: &mut Tx, v: &Value, raw: &str) -> Res {
         let Some(item) = v.get("item").and_then(Value::as_object) else {
             self.violation("missing-item", "conversation.item.create without item", raw);
@@ -66,6 +132,25 @@ impl Session {
                             Some("item.role"),
                         )
                         .await;
+                }
+                // A user's typed words are a turn like spoken ones: the plain agent answers
+                // them on the next response.create.
+                let typed: Vec<&str> = item
+                    .get("content")
+                    .and_then(Value::as_array)
+                    .map(|c| {
+                        c.iter()
+                            .filter(|p| p["type"] == "input_text")
+                            .filter_map(|p| p["text"].as_str())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if role == "user" && !typed.is_empty() && self.scenario.is_none() {
+                    let text = typed.join(" ");
+                    let can_press = self.has_tool("send_dtmf");
+                    self.pending =
+                        Some(self.brief.reply(Some(&text), &self.callee_lines, can_press));
+                    self.callee_lines.push(text);
                 }
             }
             other => {

@@ -9,6 +9,9 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use super::super::generic::Move;
+use super::super::schema;
+use super::super::validate::check_tool_choice;
 use super::{Res, Session, Tx, ev, fastrand_u64};
 use crate::sim::scenario::ToolCall;
 use crate::sim::stats::Dir;
@@ -35,29 +38,101 @@ pub(super) struct Resp {
     output: Vec<Value>,
 }
 
+/// What a `response.create` asks beyond the session's configuration.
+#[derive(Default)]
+pub(super) struct ResponseOptions {
+    tools: Option<Value>,
+    tool_choice: Option<Value>,
+}
+
+/// `response.create.response` fields (protocols/openai-realtime.md §4).
+const RESPONSE_FIELDS: &[&str] = &[
+    "instructions",
+    "output_modalities",
+    "audio",
+    "tools",
+    "tool_choice",
+    "max_output_tokens",
+    "conversation",
+    "input",
+    "metadata",
+    "prompt",
+    "reasoning",
+    "parallel_tool_calls",
+];
+
 impl Session {
-    /// The agent's next lines from the script (or the generic persona).
+    /// The overrides of a `response.create`, or why they are refused.
+    pub(super) fn response_options(
+        &self,
+        v: &Value,
+        raw: &str,
+    ) -> Result<ResponseOptions, (&'static str, String, String)> {
+        let Some(r) = v.get("response").filter(|r| !r.is_null()) else {
+            return Ok(ResponseOptions::default());
+        };
+        let Some(r) = r.as_object() else {
+            self.violation(
+                "bad-response",
+                "response.create.response must be an object",
+                raw,
+            );
+            return Err((
+                "invalid_type",
+                "response".into(),
+                "Invalid type for 'response': expected an object.".into(),
+            ));
+        };
+        if let Some(k) = r.keys().find(|k| !RESPONSE_FIELDS.contains(&k.as_str())) {
+            self.violation(
+                "unknown-parameter",
+                &format!("'response.create' has unknown field 'response.{k}'"),
+                raw,
+            );
+            return Err((
+                "unknown_parameter",
+                format!("response.{k}"),
+                format!("Unknown parameter: 'response.{k}'."),
+            ));
+        }
+        if let Some(tc) = r.get("tool_choice") {
+            check_tool_choice(tc)
+                .map_err(|m| ("invalid_value", "response.tool_choice".into(), m))?;
+        }
+        Ok(ResponseOptions {
+            tools: r.get("tools").cloned(),
+            tool_choice: r.get("tool_choice").cloned(),
+        })
+    }
+
+    /// The agent's next lines from the script, or the plain agent's (see `generic`).
     pub(super) fn next_lines(&mut self) -> (Vec<String>, Option<ToolCall>) {
         let Some(sc) = &self.scenario else {
+            let pending = self.pending.take();
             if !self.greeted {
                 self.greeted = true;
-                let instr = self.config["instructions"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_owned();
-                let first = instr
-                    .split(['.', '\n'])
-                    .next()
-                    .unwrap_or("Hello")
-                    .trim()
-                    .to_owned();
-                return (vec![format!("Hello. {first}.")], None);
+                // A goodbye or a menu said before the greeting is answered as such;
+                // anything else gets the greeting, which states why the agent calls.
+                if !matches!(pending, Some(Move::Close { .. } | Move::Press { .. })) {
+                    return (vec![self.brief.greeting()], None);
+                }
             }
-            let tool = ToolCall {
-                name: "end_call".into(),
-                arguments: json!({"outcome": "unknown", "summary": "The simulator's generic agent ended the call."}),
+            return match pending {
+                Some(Move::Say(line)) => (vec![line], None),
+                Some(Move::Close {
+                    line,
+                    outcome,
+                    summary,
+                }) => (vec![line], self.end_call(outcome, &summary)),
+                Some(Move::Press { line, digits }) => (
+                    vec![line],
+                    Some(ToolCall {
+                        name: "send_dtmf".into(),
+                        arguments: self.arguments_for("send_dtmf", &[("digits", json!(digits))]),
+                    }),
+                ),
+                None => (Vec::new(), None),
             };
-            return (vec!["Thank you, goodbye.".into()], Some(tool));
         };
         let mut lines = Vec::new();
         let mut tool = None;
@@ -83,11 +158,118 @@ impl Session {
         (lines, tool)
     }
 
-    pub(super) async fn respond(&mut self, tx: &mut Tx, explicit: bool) -> Res {
-        let (lines, tool) = self.next_lines();
-        if lines.is_empty() && tool.is_none() && !explicit {
-            return Ok(()); // the scripted agent has nothing to say to this
+    /// The plain agent's hang-up, when the session offers `end_call`.
+    fn end_call(&self, outcome: &str, summary: &str) -> Option<ToolCall> {
+        if !self.has_tool("end_call") {
+            return None;
         }
+        Some(ToolCall {
+            name: "end_call".into(),
+            arguments: self.arguments_for(
+                "end_call",
+                &[
+                    ("outcome", json!(outcome)),
+                    ("summary", json!(summary)),
+                    ("reason", json!(summary)),
+                ],
+            ),
+        })
+    }
+
+    /// Arguments for a session tool: a minimal instance of its parameters schema, with the
+    /// given values wherever the schema has that property and accepts the value.
+    fn arguments_for(&self, name: &str, values: &[(&str, Value)]) -> Value {
+        let params = self.config["tools"]
+            .as_array()
+            .and_then(|a| a.iter().find(|t| t["name"] == name))
+            .map(|t| t["parameters"].clone())
+            .unwrap_or(Value::Null);
+        let mut args = schema::instance(&params);
+        if !args.is_object() {
+            args = json!({});
+        }
+        for (k, v) in values {
+            let Some(prop) = params.pointer(&format!("/properties/{k}")) else {
+                continue;
+            };
+            let allowed = prop
+                .get("enum")
+                .and_then(Value::as_array)
+                .is_none_or(|e| e.contains(v));
+            if allowed {
+                args[*k] = v.clone();
+            }
+        }
+        args
+    }
+
+    /// Starts a response: what the script (or the plain agent) says next, or the function
+    /// call `tool_choice` forces. Every `response.create` and every automatic turn gets one,
+    /// empty when the agent has nothing to say (its script waits for the callee).
+    pub(super) async fn respond(&mut self, tx: &mut Tx, opts: ResponseOptions) -> Res {
+        let tools = opts.tools.unwrap_or_else(|| self.config["tools"].clone());
+        let choice = opts
+            .tool_choice
+            .unwrap_or_else(|| self.config["tool_choice"].clone());
+        let tool_params = |name: &str| {
+            tools
+                .as_array()
+                .and_then(|a| a.iter().find(|t| t["name"] == name))
+                .map(|t| t["parameters"].clone())
+        };
+        let forced = choice
+            .get("type")
+            .filter(|t| *t == "function")
+            .and(choice.get("name"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let (lines, tool) = if let Some(name) = forced {
+            // The client wants this function called now: the call alone, with arguments
+            // valid against its schema (the script's, when its next tool is this one).
+            let Some(params) = tool_params(&name) else {
+                self.violation(
+                    "unknown-tool-choice",
+                    &format!("tool_choice names '{name}', which is not among the session's tools"),
+                    &choice.to_string(),
+                );
+                return self
+                    .error(
+                        tx,
+                        "invalid_value",
+                        &format!(
+                            "Tool choice '{name}' is not one of the tools the session offers."
+                        ),
+                        Some("tool_choice"),
+                    )
+                    .await;
+            };
+            let scripted = self.scenario.as_ref().and_then(|sc| {
+                sc.script[self.pos.min(sc.script.len())..]
+                    .iter()
+                    .take_while(|s| s.agent.is_some())
+                    .find_map(|s| s.tool.clone())
+                    .filter(|t| t.name == name && schema::fits(&params, &t.arguments))
+            });
+            let arguments = scripted
+                .map(|t| t.arguments)
+                .unwrap_or_else(|| schema::instance(&params));
+            (Vec::new(), Some(ToolCall { name, arguments }))
+        } else {
+            let (lines, mut tool) = self.next_lines();
+            if choice == "none" {
+                tool = None;
+            }
+            if choice == "required"
+                && tool.is_none()
+                && let Some(first) = tools.as_array().and_then(|a| a.first())
+            {
+                tool = Some(ToolCall {
+                    name: first["name"].as_str().unwrap_or("").to_owned(),
+                    arguments: schema::instance(&first["parameters"]),
+                });
+            }
+            (lines, tool)
+        };
         let id = self.st.realtime.next_id("resp");
         self.with(|s| s.responses_created += 1);
         let first_byte = self

@@ -137,15 +137,17 @@ impl Session {
                         ),
                     )
                     .await?;
-                    self.end_of_speech(tx).await?;
+                    self.end_of_speech(tx, true).await?;
                 }
             }
         }
         Ok(())
     }
 
-    /// Commits the current utterance: items, transcription, and the scripted reply.
-    pub(super) async fn end_of_speech(&mut self, tx: &mut Tx) -> Res {
+    /// Commits the current utterance: the user item, its transcription (a placeholder for
+    /// audio no callee said, which is also a violation), what the agent makes of it, and, when
+    /// the turn ended by voice activity and the session asks for it, the automatic response.
+    pub(super) async fn end_of_speech(&mut self, tx: &mut Tx, by_vad: bool) -> Res {
         self.vad.in_speech = false;
         self.vad.silence_ms = 0;
         let item = std::mem::take(&mut self.vad.user_item);
@@ -169,51 +171,44 @@ impl Session {
             .await?;
         self.item_event(tx, "conversation.item.done", &user).await?;
         let heard = self.st.voices.recognize(&audio);
-        let Some(text) = heard else {
-            self.violation("unrecognized-audio", &format!("{} ms of callee audio match no line the callee said (altered, dropped, reordered or mixed audio)", audio.len() / 8), "");
-            return Ok(());
-        };
-        self.with(|s| s.callee_heard.push(text.to_string()));
+        match &heard {
+            Some(text) => self.with(|s| s.callee_heard.push(text.to_string())),
+            None => self.violation("unrecognized-audio", &format!("{} ms of callee audio match no line the callee said (altered, dropped, reordered or mixed audio)", audio.len() / 8), ""),
+        }
         if !self
             .config
             .pointer("/audio/input/transcription")
             .is_none_or(Value::is_null)
         {
+            let transcript = heard.as_deref().unwrap_or(UNRECOGNISED);
             let usage = json!({"type": "tokens", "total_tokens": 24, "input_tokens": 16, "input_token_details": {"text_tokens": 0, "audio_tokens": 16}, "output_tokens": 8});
             self.send(
                 tx,
                 ev(
                     "conversation.item.input_audio_transcription.delta",
-                    json!({"item_id": item, "content_index": 0, "delta": &*text}),
+                    json!({"item_id": item, "content_index": 0, "delta": transcript}),
                 ),
             )
             .await?;
-            self.send(tx, ev("conversation.item.input_audio_transcription.completed", json!({"item_id": item, "content_index": 0, "transcript": &*text, "usage": usage}))).await?;
+            self.send(tx, ev("conversation.item.input_audio_transcription.completed", json!({"item_id": item, "content_index": 0, "transcript": transcript, "usage": usage}))).await?;
         }
-        // Advance the agent past the callee line it just heard.
-        if let Some(sc) = &self.scenario
-            && let Some(i) = sc
-                .script
-                .iter()
-                .enumerate()
-                .skip(self.pos)
-                .find(|(_, s)| s.callee.as_deref() == Some(&*text))
-                .map(|(i, _)| i)
-        {
-            self.pos = i + 1;
-        }
-        let auto = self
-            .config
-            .pointer("/audio/input/turn_detection/create_response")
-            .and_then(Value::as_bool)
-            .unwrap_or(true)
+        self.hear(heard.as_deref());
+        let auto = by_vad
+            && self
+                .config
+                .pointer("/audio/input/turn_detection/create_response")
+                .and_then(Value::as_bool)
+                .unwrap_or(true)
             && !self
                 .config
                 .pointer("/audio/input/turn_detection")
                 .is_none_or(Value::is_null);
         if auto && self.resp.is_none() {
-            self.respond(tx, false).await?;
+            self.respond(tx, Default::default()).await?;
         }
         Ok(())
     }
 }
+
+/// The transcript of a turn whose audio matches no line anyone said.
+pub(crate) const UNRECOGNISED: &str = "[unrecognised audio]";
