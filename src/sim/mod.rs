@@ -10,6 +10,7 @@
 //! `speed`, so tests run a three-minute conversation in seconds. Audio positions (marks,
 //! truncation) are counted in audio bytes, so they do not depend on the speed.
 
+pub mod clock;
 pub mod realtime;
 pub mod scenario;
 pub mod stats;

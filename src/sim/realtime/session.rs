@@ -219,7 +219,7 @@ impl Session {
     /// A send failed, so the socket is going: a close frame from the engine may still be
     /// waiting to be read. Reads (bounded) until it comes; anything else is a drop.
     async fn expect_close(&self, tx: &mut Tx, rx: &mut Rx) {
-        let end = tokio::time::timeout(CLOSE_WAIT, async {
+        let end = crate::sim::clock::within(CLOSE_WAIT, async {
             loop {
                 match rx.next().await {
                     Some(Ok(Message::Close(_))) => return Ok(()),
@@ -231,11 +231,11 @@ impl Session {
         })
         .await;
         match end {
-            Ok(Ok(())) => {
+            Some(Ok(())) => {
                 let _ = tx.flush().await;
             }
-            Ok(Err(what)) => self.dropped(&format!("a send failed, then {what}")),
-            Err(_) => self.dropped(&format!(
+            Some(Err(what)) => self.dropped(&format!("a send failed, then {what}")),
+            None => self.dropped(&format!(
                 "a send failed and no close frame came within {CLOSE_WAIT:?}"
             )),
         }

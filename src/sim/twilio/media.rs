@@ -442,7 +442,7 @@ pub(super) async fn run_stream(
         // half a second later has ignored `stop`. Read until the engine's reply close frame to
         // catch that; a socket that ends without one, or no reply in time, is a drop.
         let stopped = tokio::time::Instant::now();
-        let reply = tokio::time::timeout(CLOSE_WAIT, async {
+        let reply = crate::sim::clock::within(CLOSE_WAIT, async {
             loop {
                 match rx.next().await {
                     Some(Ok(Message::Close(_))) => return Ok(()),
@@ -465,14 +465,14 @@ pub(super) async fn run_stream(
         })
         .await;
         match reply {
-            Ok(Ok(())) => {}
-            Ok(Err(what)) => dropped(
+            Some(Ok(())) => {}
+            Some(Err(what)) => dropped(
                 st,
                 &sid,
                 &stream_sid,
                 &format!("after the simulator's stop and close, {what} with no reply close frame"),
             ),
-            Err(_) => dropped(
+            None => dropped(
                 st,
                 &sid,
                 &stream_sid,
@@ -510,7 +510,7 @@ where
     T: futures_util::Sink<Message> + Unpin,
     R: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
-    let end = tokio::time::timeout(CLOSE_WAIT, async {
+    let end = crate::sim::clock::within(CLOSE_WAIT, async {
         loop {
             match rx.next().await {
                 Some(Ok(Message::Close(_))) => return Ok(()),
@@ -522,16 +522,16 @@ where
     })
     .await;
     match end {
-        Ok(Ok(())) => {
+        Some(Ok(())) => {
             let _ = tx.flush().await;
         }
-        Ok(Err(what)) => dropped(
+        Some(Err(what)) => dropped(
             st,
             call_sid,
             stream_sid,
             &format!("a send failed, then {what}"),
         ),
-        Err(_) => dropped(
+        None => dropped(
             st,
             call_sid,
             stream_sid,
