@@ -89,7 +89,6 @@ impl Stack {
     /// checks the settings, opens the store, starts the engine (which reconciles calls left
     /// unfinished by the last run), then serves HTTP.
     pub async fn start(mut config: Config, opts: StackOptions) -> Result<Stack, StackError> {
-        switchboard_actors::tls::install_provider();
         config.validate_server()?;
         let bind = config.server.bind.trim().to_owned();
         let listener = TcpListener::bind(&bind)

@@ -36,6 +36,8 @@ pub struct State {
 
 impl Default for State {
     fn default() -> Self {
+        // The simulator builds its own HTTP client and shares no code with the engine, so it
+        // installs the process's crypto provider itself (idempotent: the first one wins).
         let _ = rustls::crypto::ring::default_provider().install_default();
         State {
             calls: Mutex::new(HashMap::new()),
