@@ -107,3 +107,60 @@ async fn media_socket_without_the_token_is_refused() {
     stack.engine.cancel(id).await.unwrap();
     stack.stop().await;
 }
+
+/// Sockets that reach the call before its genuine stream — one refused for a wrong token, one
+/// that goes away before `start` — do not take its place: the genuine stream is still taken
+/// and the call runs to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_before_the_genuine_stream_do_not_take_its_place() {
+    let mut s = builtin("restaurant");
+    s.answer.ring_ms = 8_000; // 2 s at test speed: time for the intruders first
+    let stack = stack(vec![s.clone()]).await;
+    let id = stack.engine.place_call(request_for(&s)).await.unwrap();
+    let url = format!("ws://{}/twilio/media/{id}", stack.http_addr);
+    // One says `connected` and leaves without `start`.
+    let (mut early, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    early
+        .send(Message::text(
+            r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#,
+        ))
+        .await
+        .unwrap();
+    early.close(None).await.unwrap();
+    while let Some(Ok(_)) = early.next().await {}
+    // One presents a guessed token and is refused with 1008.
+    let (mut forged, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let start = serde_json::json!({"event":"start","sequenceNumber":"1","streamSid":"MZforged",
+        "start":{"accountSid":"AC1","streamSid":"MZforged","callSid":"CAforged","tracks":["inbound"],
+                 "mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},
+                 "customParameters":{"callId": id.to_string(), "token":"guessed"}}});
+    forged.send(Message::text(start.to_string())).await.unwrap();
+    let code = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(m)) = forged.next().await {
+            if let Message::Close(f) = m {
+                return f.map(|f| u16::from(f.code));
+            }
+        }
+        None
+    })
+    .await
+    .expect("the forged socket was closed");
+    assert_eq!(code, Some(1008));
+    // The genuine stream comes after the ring and the call goes on as scripted.
+    let rec = finished(&stack, id, Duration::from_secs(60)).await;
+    assert_eq!(
+        (rec.state, rec.detail),
+        (
+            CallState::Completed,
+            switchboard_actors::CallDetail::AgentEnded
+        ),
+        "{rec:?}"
+    );
+    assert!(rec.outcome.is_some_and(|o| o.success));
+    assert_no_violations(&stack);
+    stack.stop().await;
+}

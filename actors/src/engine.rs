@@ -35,7 +35,8 @@ pub(crate) struct EngineInner {
     /// Every task the engine's actors spawn (REST requests, playback waits); shutdown
     /// waits for them, bounded.
     pub(crate) tasks: TaskTracker,
-    /// The event writer; kept to tell whether it still runs, and to stop it in a test.
+    /// The event writer's handle: whether it runs is told by its channel (`EventBus::
+    /// is_running`); the handle is kept so a test can stop it as a crash would.
     pub(crate) writer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -209,6 +210,15 @@ impl Engine {
                 .await;
         }
         self.inner.bus.flush().await;
+        // Calls still closing their sockets get to finish (a parent that stops kills its
+        // children, skipping their post_stop): stop them first, and wait.
+        self.inner
+            .supervisor
+            .stop_children_and_wait(
+                Some("engine shutdown".into()),
+                Some(Duration::from_secs(10)),
+            )
+            .await;
         let _ = self
             .inner
             .supervisor

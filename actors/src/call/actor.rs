@@ -87,6 +87,15 @@ pub struct CallActorState {
     stream_started: Option<Instant>,
     /// The max-duration and restream timers; aborted when the call stops.
     timers: Vec<Timer>,
+    /// The current media stream has presented its token (`start`); until then it is only a
+    /// candidate, and one that goes away leaves the call waiting for the genuine stream.
+    stream_live: bool,
+    /// Keys are on their way (waiting for the words before them to play, or the redirect):
+    /// the agent cannot press more until they are.
+    keys_pending: bool,
+    /// Cancelled when the actor stops, so work it spawned (a redirect for keys) is not sent
+    /// for a call that is over.
+    stopping: tokio_util::sync::CancellationToken,
     last_carrier_seq: Option<u64>,
     usage: Usage,
     /// Key presses that swapped the stream, so a late timer for an earlier swap is ignored.
@@ -116,11 +125,14 @@ impl CallActorState {
         });
     }
 
-    /// Lets the current media stream go: keys were pressed and a new stream replaces it.
-    fn replace_stream(&mut self) {
+    /// Lets the current media stream go (keys were pressed and a new stream replaces it, or
+    /// it was refused). Drained, not stopped: the agent audio handed to it may still sit in
+    /// its mailbox, and a stop would drop it with the mailbox.
+    fn let_stream_go(&mut self) {
         if let Some(leg) = self.twilio.take() {
-            leg.stop(Some("stream replaced after keys".into()));
+            let _ = leg.drain();
         }
+        self.stream_live = false;
     }
 
     fn offset_ms(&self) -> u64 {
@@ -184,6 +196,9 @@ impl Actor for CallActor {
             model_args: Some((to_twilio_tx, to_model_rx)),
             stream_started: None,
             timers: Vec::new(),
+            stream_live: false,
+            keys_pending: false,
+            stopping: tokio_util::sync::CancellationToken::new(),
             last_carrier_seq: None,
             usage: Usage::default(),
             restreams: 0,
@@ -300,6 +315,7 @@ impl Actor for CallActor {
         me: ActorRef<CallMsg>,
         s: &mut CallActorState,
     ) -> Result<(), ActorProcessingErr> {
+        s.stopping.cancel();
         for t in s.timers.drain(..) {
             t.abort();
         }
@@ -376,8 +392,9 @@ impl CallActor {
             }
             CallMsg::MediaSocket(socket) => {
                 if s.machine.restreaming && !s.token.is_empty() {
-                    // The new stream may beat the old one's `stop` to us: the old one is done.
-                    s.replace_stream();
+                    // The carrier was redirected, and its new stream may beat the old one's
+                    // `stop` to us: the old one is done.
+                    s.let_stream_go();
                 }
                 let refusal = if s.machine.ended {
                     Some("the call is over")
@@ -403,14 +420,21 @@ impl CallActor {
                     from_model: s.from_model.take(),
                 };
                 match Actor::spawn_linked(None, TwilioLeg, args, me.get_cell()).await {
-                    Ok((leg, _)) => s.twilio = Some(leg),
+                    Ok((leg, _)) => {
+                        s.twilio = Some(leg);
+                        s.stream_live = false;
+                    }
                     Err(e) => tracing::error!("media leg failed to start: {}", root_cause(&e)),
                 }
             }
             CallMsg::AudioReleased(stream, rx) => match &s.twilio {
                 // The stream now current is a later one, waiting for the audio.
                 Some(leg) if stream != s.streams => {
-                    let _ = leg.cast(TwilioLegMsg::Audio(rx));
+                    if let Err(ractor::MessagingErr::SendErr(TwilioLegMsg::Audio(rx))) =
+                        leg.cast(TwilioLegMsg::Audio(rx))
+                    {
+                        s.from_model = Some(rx);
+                    }
                 }
                 _ => s.from_model = Some(rx),
             },
@@ -418,6 +442,7 @@ impl CallActor {
             CallMsg::Media(stream, _) if stream != s.streams => {}
             CallMsg::Media(_, MediaEvent::Started { .. }) => {
                 s.token.clear(); // spent
+                s.stream_live = true;
                 if s.stream_started.is_none() {
                     // The call's clock and time limit start with its first stream only.
                     s.stream_started = Some(Instant::now());
@@ -431,7 +456,15 @@ impl CallActor {
             CallMsg::Media(_, MediaEvent::Stopped | MediaEvent::Dropped)
                 if s.machine.restreaming =>
             {
-                s.replace_stream()
+                s.let_stream_go()
+            }
+            // A socket that went away before presenting the token was never the call's
+            // stream: the genuine one may still come.
+            CallMsg::Media(_, MediaEvent::Stopped | MediaEvent::Dropped) if !s.stream_live => {
+                tracing::warn!(
+                    "a media socket ended before its start; still waiting for the stream"
+                );
+                s.let_stream_go();
             }
             CallMsg::Media(_, MediaEvent::Stopped) => {
                 self.apply(&me, s, Input::StreamStopped).await
@@ -441,20 +474,23 @@ impl CallActor {
             }
             CallMsg::Media(_, MediaEvent::Rejected) => {
                 // Its writer closes it with 1008; the genuine stream may still come.
-                if let Some(leg) = s.twilio.take() {
-                    leg.stop(Some("stream token refused".into()));
-                }
+                s.let_stream_go();
                 s.emit(EventKind::Error {
                     message: "a media stream with a missing or wrong token was refused".into(),
                 });
             }
             CallMsg::Model(ev) => self.on_model(&me, s, ev).await,
             CallMsg::Drained => self.apply(&me, s, Input::PlaybackDrained).await,
+            CallMsg::Redirecting => {
+                // Before the redirect leaves: the current stream's end is expected from now on.
+                self.apply(&me, s, Input::Restream).await
+            }
             CallMsg::KeysSent {
                 call_id,
                 digits,
                 result,
             } => {
+                s.keys_pending = false;
                 let out = match result {
                     Ok(()) => {
                         let generation = s.restreams;
@@ -601,7 +637,11 @@ impl CallActor {
         let refusal = twiml::check_digits(&digits)
             .err()
             .map(|e| e.to_string())
-            .or_else(|| s.machine.restream_refusal().map(str::to_owned));
+            .or_else(|| s.machine.restream_refusal().map(str::to_owned))
+            .or_else(|| {
+                s.keys_pending
+                    .then(|| "keys are already being pressed; wait for them to finish".to_owned())
+            });
         let sid = match (refusal, s.machine.carrier_sid.clone()) {
             (None, Some(sid)) => sid,
             (why, _) => {
@@ -609,7 +649,7 @@ impl CallActor {
                 return s.tool_reply(&call_id, &serde_json::json!({ "error": why }));
             }
         };
-        self.apply(me, s, Input::Restream).await;
+        s.keys_pending = true;
         s.restreams += 1;
         s.token = new_token();
         let id = s.id.to_string();
@@ -621,11 +661,16 @@ impl CallActor {
         );
         let rest = s.rest.clone();
         let me = me.clone();
+        let stopping = s.stopping.clone();
         s.tasks.spawn(
             async move {
                 if let Some(rx) = drained {
                     // Bounded, as for end_call: a stalled socket must not hold the keys.
                     let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
+                }
+                // The call may have ended while the words before the keys played.
+                if stopping.is_cancelled() || me.cast(CallMsg::Redirecting).is_err() {
+                    return;
                 }
                 let result = rest.redirect(&sid, &xml).await.map(|_| ());
                 let _ = me.cast(CallMsg::KeysSent {

@@ -61,6 +61,9 @@ pub enum CallMsg {
     Media(u64, MediaEvent),
     Model(ModelEvent),
     Drained,
+    /// The redirect that presses keys is about to go out: from now on the current stream's
+    /// end is expected. Sent (in mailbox order) before the carrier can stop the stream.
+    Redirecting,
     /// The carrier answered the request to press keys (`send_dtmf`).
     KeysSent {
         call_id: String,

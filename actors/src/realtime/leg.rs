@@ -29,7 +29,7 @@ use crate::realtime::spoken::{Line, Spoken};
 
 /// How long the model endpoint may take to accept the WebSocket.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Control messages queued for the writer; the CallActor waits when it is full.
+/// Control messages queued for the writer; the leg actor waits when it is full.
 const CONTROL_QUEUE: usize = 64;
 
 pub enum ModelLegMsg {
@@ -69,7 +69,7 @@ pub struct ModelLegState {
     control: mpsc::Sender<Ctl>,
     /// To the reader, which owns what the agent has said.
     last_lines: mpsc::Sender<LastLinesRequest>,
-    /// Stops the reader (and a connect still under way) at once.
+    /// Stops the reader (and a connect still under way) at its next event.
     stop_reading: CancellationToken,
     /// Connects, then reads and writes until the socket ends; it owns both halves.
     session: Option<JoinHandle<()>>,

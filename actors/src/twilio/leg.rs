@@ -24,8 +24,11 @@ use tokio::task::JoinHandle;
 
 use crate::call::messages::{CallMsg, MediaEvent, ToTwilio};
 
-/// Control messages queued for the writer; the CallActor waits when it is full.
+/// Control messages queued for the writer; the leg actor waits when it is full.
 const CONTROL_QUEUE: usize = 16;
+/// How long a media socket may take to present its token in `start`: one that never does
+/// must not hold the call's place for its genuine stream.
+const START_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 /// Mark echoes queued from the reader for the writer.
 const MARK_QUEUE: usize = 256;
 
@@ -202,7 +205,7 @@ impl Actor for TwilioLeg {
     ) -> Result<Self::State, ActorProcessingErr> {
         let (sink, stream) = args.socket.split();
         let (control, control_rx) = mpsc::channel::<Ctl>(CONTROL_QUEUE);
-        let (sid_tx, sid_rx) = oneshot::channel::<String>();
+        let (sid_tx, sid_rx) = oneshot::channel::<Started>();
         let (mark_tx, mark_rx) = mpsc::channel::<String>(MARK_QUEUE);
         let reader = tokio::spawn(read(
             stream,
@@ -265,20 +268,39 @@ impl Actor for TwilioLeg {
     }
 }
 
+/// What the reader tells the writer of `start`: the stream's sid, or that it was refused.
+/// A reader that is gone without saying (the leg stopped) means a plain close.
+type Started = Result<String, ()>;
+
 /// Reads Twilio's events until `stop`, a close or an error, then tells the call how the
-/// stream ended. It never writes: refusals go through the writer (`sid_tx` dropped unsent).
+/// stream ended. It never writes: a refusal goes to the writer, which closes with 1008.
 async fn read(
     mut stream: futures_util::stream::SplitStream<WebSocket>,
     call: ActorRef<CallMsg>,
     stream_no: u64,
     token: String,
     to_model: mpsc::Sender<String>,
-    sid_tx: oneshot::Sender<String>,
+    sid_tx: oneshot::Sender<Started>,
     mark_tx: mpsc::Sender<String>,
 ) {
     let mut sid_tx = Some(sid_tx);
+    let start_by = tokio::time::Instant::now() + START_DEADLINE;
     let ev = loop {
-        let Some(Ok(msg)) = stream.next().await else {
+        let next = if sid_tx.is_some() {
+            match tokio::time::timeout_at(start_by, stream.next()).await {
+                Ok(n) => n,
+                Err(_) => {
+                    tracing::warn!(
+                        stream = stream_no,
+                        "media socket refused: no start within {START_DEADLINE:?}"
+                    );
+                    break MediaEvent::Rejected;
+                }
+            }
+        } else {
+            stream.next().await
+        };
+        let Some(Ok(msg)) = next else {
             break MediaEvent::Dropped;
         };
         let text = match msg {
@@ -315,7 +337,7 @@ async fn read(
                     }
                 };
                 if let Some(tx) = sid_tx.take() {
-                    let _ = tx.send(stream_sid.clone());
+                    let _ = tx.send(Ok(stream_sid.clone()));
                 }
                 let _ = call.cast(CallMsg::Media(
                     stream_no,
@@ -340,6 +362,9 @@ async fn read(
             other => tracing::debug!(event = other, "unknown media event ignored"),
         }
     };
+    if let (MediaEvent::Rejected, Some(tx)) = (&ev, sid_tx.take()) {
+        let _ = tx.send(Err(()));
+    }
     let _ = call.cast(CallMsg::Media(stream_no, ev));
 }
 
@@ -413,16 +438,29 @@ impl Playback {
 async fn write(
     mut sink: Sink,
     mut control_rx: mpsc::Receiver<Ctl>,
-    mut sid_rx: oneshot::Receiver<String>,
+    mut sid_rx: oneshot::Receiver<Started>,
     mut mark_rx: mpsc::Receiver<String>,
     mut from_model: Option<mpsc::Receiver<ToTwilio>>,
 ) -> Option<mpsc::Receiver<ToTwilio>> {
     let sid = loop {
         tokio::select! {
-            // A refusal (the reader dropped `sid_tx`) is always seen before the Close that
-            // follows it, so the peer gets 1008, not 1000.
+            // A refusal is always seen before the Close that follows it, so the peer gets
+            // 1008, not 1000.
             biased;
-            s = &mut sid_rx => break s.ok(),
+            s = &mut sid_rx => match s {
+                Ok(Ok(sid)) => break sid,
+                Ok(Err(())) => {
+                    let _ = sink.send(close(1008, "stream token refused")).await;
+                    let _ = sink.close().await;
+                    return from_model;
+                }
+                // The reader is gone without a word: the socket ended or the leg stopped.
+                Err(_) => {
+                    let _ = sink.send(close(1000, "call ended")).await;
+                    let _ = sink.close().await;
+                    return from_model;
+                }
+            },
             c = control_rx.recv() => match c {
                 Some(Ctl::Audio(rx)) => from_model = Some(rx),
                 Some(Ctl::BargeIn(r) | Ctl::Heard(r)) => { let _ = r.send(None); }
@@ -433,12 +471,6 @@ async fn write(
                 }
             },
         }
-    };
-    let Some(sid) = sid else {
-        // The reader refused the stream (or the socket went before `start`).
-        let _ = sink.send(close(1008, "stream token refused")).await;
-        let _ = sink.close().await;
-        return from_model;
     };
     let mut p = Playback::default();
     // The model leg has ended (its sender is gone): keep serving control until Close.
