@@ -79,10 +79,17 @@ strict_list() {
 }
 
 echo "== Streamable HTTP without the token is refused"
-if timeout 120 npx -y "$INSPECTOR" --cli "$URL" --transport http --method tools/list >"$WORK/nokey.out" 2>&1; then
+# The Inspector answers any 401 over HTTP by offering interactive OAuth (its own policy: the
+# server advertises none); --stored-auth-only makes it report the refusal instead.
+if timeout 120 npx -y "$INSPECTOR" --cli "$URL" --transport http --stored-auth-only \
+    --method tools/list >"$WORK/nokey.out" 2>&1; then
   echo "tools/list without a token succeeded"; cat "$WORK/nokey.out"; exit 1
 fi
-grep -q 401 "$WORK/nokey.out" && echo "refused (401)" || { echo "unexpected:"; cat "$WORK/nokey.out"; exit 1; }
+if grep -qE '401|auth_required' "$WORK/nokey.out"; then
+  echo "refused: $(grep -E '401|auth_required' "$WORK/nokey.out" | head -1)"
+else
+  echo "unexpected:"; cat "$WORK/nokey.out"; exit 1
+fi
 echo "== Streamable HTTP: tools/list --strict"
 strict_list http http_inspect
 echo "== Streamable HTTP: tools/call telephony_call"
