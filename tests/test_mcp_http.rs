@@ -550,3 +550,71 @@ async fn websocket_requests_before_initialize_are_told_to_initialize_first() {
     let _ = ws.close(None).await;
     stack.stop().await;
 }
+
+/// Over `/mcp/ws`: the session that set `logging/setLevel` gets the call's progress as
+/// `notifications/message`, and nothing below its level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_session_with_a_log_level_gets_call_progress_as_log_messages() {
+    let stack = guarded_stack().await;
+    let mut ws = ws_connect(&stack).await;
+    let mut notes = Vec::new();
+    send(&mut ws, initialize()).await;
+    until_reply(&mut ws, 1, &mut notes).await;
+    send(
+        &mut ws,
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+    )
+    .await;
+    send(
+        &mut ws,
+        json!({"jsonrpc":"2.0","id":2,"method":"logging/setLevel","params":{"level":"notice"}}),
+    )
+    .await;
+    let set = until_reply(&mut ws, 2, &mut notes).await;
+    assert!(set["result"].is_object(), "{set}");
+    send(
+        &mut ws,
+        json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{
+            "name":"telephony_call","arguments":{"to":"+12125550134",
+            "goal":"Book a table for 4 people this Friday at 7:30 pm under the name Alex Kim",
+            "context":"Party of 4, Friday 7:30 pm, name Alex Kim"}}}),
+    )
+    .await;
+    let placed = until_reply(&mut ws, 3, &mut notes).await;
+    let id = placed["result"]["structuredContent"]["callId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{placed}"))
+        .to_owned();
+    // Read until the end of the call is logged (bounded).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let end = loop {
+        if let Some(n) = notes.iter().find(|n| {
+            n["method"] == "notifications/message" && n["params"]["data"]["event"] == "ended"
+        }) {
+            break n.clone();
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let msg = tokio::time::timeout(left, ws.next())
+            .await
+            .expect("the end is logged in time")
+            .expect("socket open")
+            .expect("a frame");
+        if let Message::Text(t) = msg {
+            notes.push(serde_json::from_str(t.as_str()).unwrap());
+        }
+    };
+    assert_eq!(end["params"]["level"], "notice", "{end}");
+    assert_eq!(end["params"]["data"]["callId"], id.as_str(), "{end}");
+    let logged: Vec<&Value> = notes
+        .iter()
+        .filter(|n| n["method"] == "notifications/message")
+        .collect();
+    assert!(
+        logged
+            .iter()
+            .all(|n| n["params"]["level"] != "info" && n["params"]["level"] != "debug"),
+        "messages below notice: {logged:?}"
+    );
+    let _ = ws.close(None).await;
+    stack.stop().await;
+}
