@@ -16,7 +16,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler, prompt_handler, tool_handler};
 
 use switchboard_actors::Engine;
 
-use super::resources::{changed_uris, ev_is_new_call, rank};
+use super::resources::{burst, changed_uris_of, ev_is_new_call, rank};
 use super::schema::portable;
 use super::tools::{accepted_for, fail};
 
@@ -238,12 +238,17 @@ impl ServerHandler for TelephonyServer {
                 _ = cx.cancelled() => return Ok(()),
                 ev = events.next() => {
                     let Some(ev) = ev else { return Ok(()) };
+                    // One change, one notification per URI, as on the legacy path.
+                    let (burst, closed) = burst(ev, &mut events).await;
                     // The sink drops what the client did not ask for.
-                    if ev_is_new_call(&ev) {
+                    if burst.iter().any(|ev| ev_is_new_call(ev)) {
                         let _ = cx.sink().notify_resource_list_changed().await;
                     }
-                    for uri in changed_uris(&ev) {
+                    for uri in changed_uris_of(&burst) {
                         let _ = cx.sink().notify_resource_updated(uri).await;
+                    }
+                    if closed {
+                        return Ok(());
                     }
                 }
             }

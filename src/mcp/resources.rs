@@ -10,6 +10,7 @@ use rmcp::model::*;
 use rmcp::service::{Peer, RequestContext};
 use rmcp::{ErrorData, RoleServer};
 
+use switchboard_actors::events::EventStream;
 use switchboard_actors::{CallEvent, CallFilter, CallId, CallRecord, EventKind};
 
 use super::handler::TelephonyServer;
@@ -38,18 +39,7 @@ impl TelephonyServer {
                     _ = check.tick() => if peer.is_transport_closed() { break } else { continue },
                 };
                 let Some(first) = first else { break };
-                let mut burst = vec![first];
-                let mut closed = false;
-                while burst.len() < BURST_MAX {
-                    match tokio::time::timeout(BURST_WINDOW, events.next()).await {
-                        Ok(Some(ev)) => burst.push(ev),
-                        Ok(None) => {
-                            closed = true;
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
+                let (burst, closed) = burst(first, &mut events).await;
                 if push(&peer, &subs, &level, &burst).await.is_err() || closed {
                     break;
                 }
@@ -165,6 +155,34 @@ impl TelephonyServer {
 const BURST_WINDOW: Duration = Duration::from_millis(25);
 const BURST_MAX: usize = 64;
 
+/// `first` and the events that follow it within [`BURST_WINDOW`] of each other (one change:
+/// a call's end is a carrier status, a state change and the end), and whether the stream ended.
+pub(super) async fn burst(
+    first: Arc<CallEvent>,
+    events: &mut EventStream,
+) -> (Vec<Arc<CallEvent>>, bool) {
+    let mut burst = vec![first];
+    while burst.len() < BURST_MAX {
+        match tokio::time::timeout(BURST_WINDOW, events.next()).await {
+            Ok(Some(ev)) => burst.push(ev),
+            Ok(None) => return (burst, true),
+            Err(_) => break,
+        }
+    }
+    (burst, false)
+}
+
+/// Each URI the events change, once, in order.
+pub(super) fn changed_uris_of(burst: &[Arc<CallEvent>]) -> Vec<String> {
+    let mut uris: Vec<String> = Vec::new();
+    for uri in burst.iter().flat_map(|ev| changed_uris(ev)) {
+        if !uris.contains(&uri) {
+            uris.push(uri);
+        }
+    }
+    uris
+}
+
 /// One burst of events to this session: list-changed once if a call was created, each
 /// subscribed URI once, and each event as a log message when the session asked for its level.
 #[allow(deprecated)]
@@ -179,13 +197,10 @@ async fn push(
     }
     let wanted: Vec<String> = {
         let subs = subs.lock().unwrap_or_else(|p| p.into_inner());
-        let mut uris: Vec<String> = Vec::new();
-        for uri in burst.iter().flat_map(|ev| changed_uris(ev)) {
-            if subs.contains(&uri) && !uris.contains(&uri) {
-                uris.push(uri);
-            }
-        }
-        uris
+        changed_uris_of(burst)
+            .into_iter()
+            .filter(|u| subs.contains(u))
+            .collect()
     };
     for uri in wanted {
         peer.notify_resource_updated(ResourceUpdatedNotificationParam::new(uri))
