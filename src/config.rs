@@ -40,7 +40,9 @@ pub struct ServerConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
 pub struct StoreConfig {
-    /// Where the call database lives.
+    /// Where the call database lives. Default: the platform's per-user data directory (see
+    /// [`default_data_dir`]); a relative path in a config file is taken from that file's
+    /// folder, anywhere else from the working directory.
     pub data_dir: PathBuf,
     /// Keep ended calls this many days; 0 = forever.
     pub retention_days: u32,
@@ -64,12 +66,23 @@ impl Default for ServerConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
-            data_dir: PathBuf::from("data"),
+            data_dir: default_data_dir(),
             retention_days: 0,
             webhook_urls: Vec::new(),
             webhook_secret: None,
         }
     }
+}
+
+/// The platform's per-user data directory for switchboard (`~/.local/share/switchboard` or
+/// `$XDG_DATA_HOME/switchboard` on Linux, `~/Library/Application Support/switchboard` on
+/// macOS, `%APPDATA%\switchboard\data` on Windows). Assistants start MCP servers in any
+/// working directory (Claude Desktop on macOS uses `/`), so the default must not be relative.
+/// Falls back to `data` under the working directory only when no home directory is known.
+pub fn default_data_dir() -> PathBuf {
+    directories::ProjectDirs::from("", "", "switchboard")
+        .map(|d| d.data_dir().to_owned())
+        .unwrap_or_else(|| PathBuf::from("data"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -336,10 +349,20 @@ impl Config {
             .focus("server")
             .extract_lossy::<ServerConfig>()
             .map_err(|e| invalid(e, "server"))?;
-        let store = figment
+        let mut store = figment
             .focus("store")
             .extract_lossy::<StoreConfig>()
             .map_err(|e| invalid(e, "store"))?;
+        // A relative data_dir written in a config file means "next to this file", whatever the
+        // working directory the server was started in.
+        if store.data_dir.is_relative()
+            && let Some(md) = figment.find_metadata("store.data_dir")
+            && let Some(figment::Source::File(file)) = &md.source
+            && let Some(folder) = file.parent()
+        {
+            let folder = std::path::absolute(folder).unwrap_or_else(|_| folder.to_owned());
+            store.data_dir = folder.join(&store.data_dir);
+        }
         Ok(Config {
             engine,
             server,

@@ -63,12 +63,15 @@ enum Command {
     },
     /// Serve the HTTP frontend (Twilio webhooks, REST, MCP over HTTP) until Ctrl-C.
     Serve {
-        /// Use the built-in simulator instead of Twilio and OpenAI (no accounts needed).
+        /// Use the built-in simulator instead of Twilio and OpenAI (no accounts needed): the
+        /// simulated numbers answer as restaurants, voicemail, phone menus, …
         #[arg(long)]
         sim: bool,
     },
     /// MCP over stdio, plus the HTTP frontend Twilio needs for webhooks.
     Mcp {
+        /// Use the built-in simulator instead of Twilio and OpenAI (no accounts needed): the
+        /// simulated numbers answer as restaurants, voicemail, phone menus, …
         #[arg(long)]
         sim: bool,
     },
@@ -83,6 +86,8 @@ enum Command {
         /// Facts the agent may use.
         #[arg(long)]
         context: Option<String>,
+        /// Call one of the built-in simulator's numbers instead of a real phone (no accounts
+        /// needed).
         #[arg(long)]
         sim: bool,
         /// Give up waiting after this many seconds.

@@ -127,6 +127,9 @@ impl Stack {
                 } else {
                     config.store.data_dir.clone()
                 };
+                // Created on first use (SqliteStore::open makes the folders); said where, so
+                // a user can find the call log of an assistant-started server.
+                tracing::info!(data_dir = %dir.display(), "call database folder");
                 let sqlite = SqliteStore::open(&dir)
                     .await
                     .map_err(|e| StackError::Store {

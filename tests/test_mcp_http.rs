@@ -438,3 +438,183 @@ async fn subscriptions_listen_streams_call_changes() {
     drop(res);
     stack.stop().await;
 }
+
+/// A 401 tells an MCP client to configure a bearer token and offers nothing that would start
+/// an OAuth flow: no `resource_metadata` in the challenge and no OAuth metadata documents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_asks_for_the_bearer_token_and_offers_no_oauth() {
+    let stack = guarded_stack().await;
+    let base = format!("http://{}", stack.http_addr);
+    let res = http()
+        .post(format!("{base}/mcp"))
+        .header("accept", "application/json, text/event-stream")
+        .json(&initialize())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let challenge = res
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(challenge.starts_with("Bearer"), "{challenge}");
+    assert!(
+        !challenge.contains("resource_metadata"),
+        "a resource_metadata challenge sends MCP clients into OAuth discovery: {challenge}"
+    );
+    let body: Value = res.json().await.unwrap();
+    let msg = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("Authorization: Bearer"), "{msg}");
+    assert!(msg.contains("no OAuth"), "{msg}");
+    assert!(msg.contains("configure the client"), "{msg}");
+    assert!(msg.contains("SWITCHBOARD_SERVER__API_TOKEN"), "{msg}");
+    for doc in [
+        "/.well-known/oauth-protected-resource",
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+    ] {
+        let res = http().get(format!("{base}{doc}")).send().await.unwrap();
+        assert_eq!(res.status(), 404, "{doc} must not exist");
+    }
+    stack.stop().await;
+}
+
+/// Before `initialize`, a request on `/mcp/ws` is answered with "initialize first" (rmcp alone
+/// answers with a puzzling "_meta is missing"), and an early notification does not end the
+/// session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_requests_before_initialize_are_told_to_initialize_first() {
+    let stack = guarded_stack().await;
+    let mut ws = ws_connect(&stack).await;
+    let mut notes = Vec::new();
+
+    send(
+        &mut ws,
+        json!({"jsonrpc":"2.0","id":5,"method":"tools/list"}),
+    )
+    .await;
+    let e = until_reply(&mut ws, 5, &mut notes).await;
+    assert_eq!(e["error"]["code"], -32600, "{e}");
+    let msg = e["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("initialize first"), "{e}");
+    assert!(msg.contains("tools/list"), "{e}");
+
+    send(
+        &mut ws,
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+    )
+    .await;
+    send(&mut ws, initialize()).await;
+    let init = until_reply(&mut ws, 1, &mut notes).await;
+    assert_eq!(
+        init["result"]["serverInfo"]["name"], "switchboard",
+        "{init}"
+    );
+    assert!(
+        init["result"]["capabilities"]["logging"].is_object(),
+        "{init}"
+    );
+    send(
+        &mut ws,
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+    )
+    .await;
+    send(
+        &mut ws,
+        json!({"jsonrpc":"2.0","id":6,"method":"tools/list"}),
+    )
+    .await;
+    let list = until_reply(&mut ws, 6, &mut notes).await;
+    assert!(
+        list["result"]["tools"]
+            .as_array()
+            .is_some_and(|t| t.len() >= 6),
+        "{list}"
+    );
+
+    // An unknown tool over this transport too: named, with the list.
+    send(
+        &mut ws,
+        json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"dial","arguments":{}}}),
+    )
+    .await;
+    let e = until_reply(&mut ws, 7, &mut notes).await;
+    let msg = e["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("'dial'") && msg.contains("telephony_call"),
+        "{e}"
+    );
+    let _ = ws.close(None).await;
+    stack.stop().await;
+}
+
+/// Over `/mcp/ws`: the session that set `logging/setLevel` gets the call's progress as
+/// `notifications/message`, and nothing below its level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_session_with_a_log_level_gets_call_progress_as_log_messages() {
+    let stack = guarded_stack().await;
+    let mut ws = ws_connect(&stack).await;
+    let mut notes = Vec::new();
+    send(&mut ws, initialize()).await;
+    until_reply(&mut ws, 1, &mut notes).await;
+    send(
+        &mut ws,
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+    )
+    .await;
+    send(
+        &mut ws,
+        json!({"jsonrpc":"2.0","id":2,"method":"logging/setLevel","params":{"level":"notice"}}),
+    )
+    .await;
+    let set = until_reply(&mut ws, 2, &mut notes).await;
+    assert!(set["result"].is_object(), "{set}");
+    send(
+        &mut ws,
+        json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{
+            "name":"telephony_call","arguments":{"to":"+12125550134",
+            "goal":"Book a table for 4 people this Friday at 7:30 pm under the name Alex Kim",
+            "context":"Party of 4, Friday 7:30 pm, name Alex Kim"}}}),
+    )
+    .await;
+    let placed = until_reply(&mut ws, 3, &mut notes).await;
+    let id = placed["result"]["structuredContent"]["callId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{placed}"))
+        .to_owned();
+    // Read until the end of the call is logged (bounded).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let end = loop {
+        if let Some(n) = notes.iter().find(|n| {
+            n["method"] == "notifications/message" && n["params"]["data"]["event"] == "ended"
+        }) {
+            break n.clone();
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let msg = tokio::time::timeout(left, ws.next())
+            .await
+            .expect("the end is logged in time")
+            .expect("socket open")
+            .expect("a frame");
+        if let Message::Text(t) = msg {
+            notes.push(serde_json::from_str(t.as_str()).unwrap());
+        }
+    };
+    assert_eq!(end["params"]["level"], "notice", "{end}");
+    assert_eq!(end["params"]["data"]["callId"], id.as_str(), "{end}");
+    let logged: Vec<&Value> = notes
+        .iter()
+        .filter(|n| n["method"] == "notifications/message")
+        .collect();
+    assert!(
+        logged
+            .iter()
+            .all(|n| n["params"]["level"] != "info" && n["params"]["level"] != "debug"),
+        "messages below notice: {logged:?}"
+    );
+    let _ = ws.close(None).await;
+    stack.stop().await;
+}

@@ -4,6 +4,7 @@
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -24,18 +25,29 @@ impl Drop for Server {
     }
 }
 
+fn scratch() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "switchboard-mcp-{}-{}",
+        std::process::id(),
+        ulid::Ulid::generate()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 impl Server {
     fn start() -> Server {
-        let dir = std::env::temp_dir().join(format!(
-            "switchboard-mcp-{}-{}",
-            std::process::id(),
-            ulid::Ulid::generate()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch();
+        Self::start_in(&dir, &dir.join("home"))
+    }
+
+    /// `switchboard mcp --sim` started in `cwd` with only `HOME` (and RUST_LOG) set.
+    fn start_in(cwd: &Path, home: &Path) -> Server {
         let mut child = Command::new(BIN)
             .args(["mcp", "--sim"])
-            .current_dir(&dir)
+            .current_dir(cwd)
             .env_clear()
+            .env("HOME", home)
             .env("RUST_LOG", "info")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -83,7 +95,31 @@ impl Server {
 
 #[test]
 fn stdio_server_speaks_only_protocol_and_runs_a_simulated_call() {
-    let mut s = Server::start();
+    run_a_call(Server::start());
+}
+
+/// Claude Desktop on macOS starts servers in `/`: a working directory nobody may write to.
+/// The call log then goes to the per-user data directory under HOME, created on first use.
+#[test]
+fn stdio_server_started_in_a_read_only_folder_with_a_fresh_home_completes_a_call() {
+    let dir = scratch();
+    let home = dir.join("fresh-home");
+    let mut cwd = dir.join("read-only");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let mut perms = std::fs::metadata(&cwd).unwrap().permissions();
+    perms.set_readonly(true);
+    std::fs::set_permissions(&cwd, perms).unwrap();
+    if std::fs::create_dir(cwd.join("probe")).is_ok() {
+        // Root ignores permissions; a folder of a read-only file system stands in for `/`.
+        cwd = PathBuf::from("/proc");
+        assert!(std::fs::create_dir(cwd.join("probe")).is_err());
+    }
+    run_a_call(Server::start_in(&cwd, &home));
+    let db = home.join(".local/share/switchboard/sim/switchboard.db");
+    assert!(db.exists(), "no call database at {}", db.display());
+}
+
+fn run_a_call(mut s: Server) {
     let mut seen = Vec::new();
     s.send(
         json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{

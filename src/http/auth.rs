@@ -38,7 +38,14 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
     }
 }
 
+/// No OAuth is offered: the challenge is a plain `Bearer` with no `resource_metadata`, so an
+/// MCP client does not start OAuth discovery, and the body says how to configure the token.
 fn unauthorized(message: &str) -> Response {
+    let message = format!(
+        "{message}. This server needs a bearer token and offers no OAuth: configure the client \
+         to send the header Authorization: Bearer <token>, with the token set on the server as \
+         server.api_token or SWITCHBOARD_SERVER__API_TOKEN"
+    );
     (
         StatusCode::UNAUTHORIZED,
         [(header::WWW_AUTHENTICATE, "Bearer")],

@@ -16,7 +16,8 @@ use rmcp::{ErrorData, RoleServer, ServerHandler, prompt_handler, tool_handler};
 
 use switchboard_actors::Engine;
 
-use super::resources::{changed_uris, ev_is_new_call};
+use super::resources::{burst, changed_uris_of, ev_is_new_call, rank};
+use super::schema::portable;
 use super::tools::{accepted_for, fail};
 
 /// Names the seeds used (dots), served as aliases but never listed: Claude, Cursor and the
@@ -36,25 +37,60 @@ pub struct TelephonyServer {
     /// URIs this session subscribed to with the legacy `resources/subscribe`.
     pub(super) subscriptions: Arc<Mutex<HashSet<String>>>,
     pub(super) watching: Arc<AtomicBool>,
+    /// The lowest level this session asked for with `logging/setLevel` (its rank, see
+    /// [`super::resources::rank`]); call progress goes out as `notifications/message` at or
+    /// above it. `None` until the client sets a level: no log messages unasked.
+    pub(super) log_level: Arc<Mutex<Option<u8>>>,
     tool_router: ToolRouter<Self>,
     prompt_router: PromptRouter<Self>,
 }
 
 impl TelephonyServer {
     pub fn new(engine: Engine) -> Self {
+        let mut tool_router = Self::tool_router();
+        for route in tool_router.map.values_mut() {
+            let tool = &mut route.attr;
+            let mut input = tool.input_schema.as_ref().clone();
+            portable(&mut input);
+            tool.input_schema = Arc::new(input);
+            if let Some(out) = &tool.output_schema {
+                let mut out = out.as_ref().clone();
+                portable(&mut out);
+                tool.output_schema = Some(Arc::new(out));
+            }
+        }
         TelephonyServer {
             engine,
             subscriptions: Arc::default(),
             watching: Arc::default(),
-            tool_router: Self::tool_router(),
+            log_level: Arc::default(),
+            tool_router,
             prompt_router: Self::prompt_router(),
         }
+    }
+
+    /// What a client is told when it names a tool we do not have.
+    fn unknown_tool(&self, name: &str) -> ErrorData {
+        let mut names: Vec<String> = self
+            .tool_router
+            .list_all()
+            .into_iter()
+            .map(|t| t.name.to_string())
+            .collect();
+        names.sort();
+        ErrorData::invalid_params(
+            format!("unknown tool '{name}'; the tools are: {}", names.join(", ")),
+            None,
+        )
     }
 }
 
 #[tool_handler(router = self.tool_router)]
 #[prompt_handler(router = self.prompt_router)]
 impl ServerHandler for TelephonyServer {
+    // Logging is deprecated by SEP-2577 for 2026-07-28 clients; clients of 2025-11-25 and
+    // older still set a level and show the messages.
+    #[allow(deprecated)]
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
             ServerCapabilities::builder()
@@ -63,6 +99,7 @@ impl ServerHandler for TelephonyServer {
                 .enable_resources()
                 .enable_resources_subscribe()
                 .enable_resources_list_changed()
+                .enable_logging()
                 .build(),
         )
         .with_server_info(Implementation::new("switchboard", env!("CARGO_PKG_VERSION")))
@@ -82,12 +119,14 @@ impl ServerHandler for TelephonyServer {
             request.name = (*to).into();
         }
         let name = request.name.to_string();
-        let known = self.tool_router.has_route(&name);
+        if !self.tool_router.has_route(&name) {
+            return Err(self.unknown_tool(&name));
+        }
         let tcc = ToolCallContext::new(self, request, context);
         match self.tool_router.call(tcc).await {
             // Argument errors go to the model as a tool error it can correct, not an opaque
             // JSON-RPC error.
-            Err(e) if known && e.code == ErrorCode::INVALID_PARAMS => Ok(fail(format!(
+            Err(e) if e.code == ErrorCode::INVALID_PARAMS => Ok(fail(format!(
                 "invalid arguments for {name}: {}; {}",
                 e.message,
                 accepted_for(&name)
@@ -117,6 +156,17 @@ impl ServerHandler for TelephonyServer {
             }
             other => other,
         }
+    }
+
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        *self.log_level.lock().unwrap_or_else(|p| p.into_inner()) = Some(rank(request.level));
+        self.start_watching(context.peer.clone());
+        Ok(())
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
@@ -188,12 +238,17 @@ impl ServerHandler for TelephonyServer {
                 _ = cx.cancelled() => return Ok(()),
                 ev = events.next() => {
                     let Some(ev) = ev else { return Ok(()) };
+                    // One change, one notification per URI, as on the legacy path.
+                    let (burst, closed) = burst(ev, &mut events).await;
                     // The sink drops what the client did not ask for.
-                    if ev_is_new_call(&ev) {
+                    if burst.iter().any(|ev| ev_is_new_call(ev)) {
                         let _ = cx.sink().notify_resource_list_changed().await;
                     }
-                    for uri in changed_uris(&ev) {
+                    for uri in changed_uris_of(&burst) {
                         let _ = cx.sink().notify_resource_updated(uri).await;
+                    }
+                    if closed {
+                        return Ok(());
                     }
                 }
             }

@@ -10,6 +10,7 @@
 mod handler;
 mod prompts;
 mod resources;
+pub mod schema;
 mod tools;
 pub mod types;
 mod ws;

@@ -1,13 +1,16 @@
 //! Resources: the recent calls, one call's record and its transcript, and the push that
 //! tells subscribers when one of them changed (legacy `resources/subscribe` per session).
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rmcp::model::*;
 use rmcp::service::{Peer, RequestContext};
 use rmcp::{ErrorData, RoleServer};
 
+use switchboard_actors::events::EventStream;
 use switchboard_actors::{CallEvent, CallFilter, CallId, CallRecord, EventKind};
 
 use super::handler::TelephonyServer;
@@ -15,38 +18,30 @@ use super::tools::DEFAULT_LIST_LIMIT;
 use super::types::*;
 
 impl TelephonyServer {
-    /// Feeds this session's legacy subscriptions and list-changed notices from the engine's
-    /// event stream, until the peer goes away. Started once per session.
+    /// Feeds this session's legacy subscriptions, list-changed notices and (once the client
+    /// set a level) call progress as log messages from the engine's event stream, until the
+    /// peer goes away. Started once per session.
+    ///
+    /// Events that arrive together (a call's end is a carrier status, a state change and the
+    /// end itself) are one change to a resource: each URI is notified once per burst.
     pub(super) fn start_watching(&self, peer: Peer<RoleServer>) {
         if self.watching.swap(true, Ordering::SeqCst) {
             return;
         }
         let mut events = self.engine.subscribe(None);
         let subs = self.subscriptions.clone();
+        let level = self.log_level.clone();
         tokio::spawn(async move {
             let mut check = tokio::time::interval(Duration::from_secs(2));
             loop {
-                tokio::select! {
-                    ev = events.next() => {
-                        let Some(ev) = ev else { break };
-                        if ev_is_new_call(&ev) && peer.notify_resource_list_changed().await.is_err() {
-                            break;
-                        }
-                        let wanted: Vec<String> = {
-                            let subs = subs.lock().unwrap_or_else(|p| p.into_inner());
-                            changed_uris(&ev).into_iter().filter(|u| subs.contains(u)).collect()
-                        };
-                        for uri in wanted {
-                            if peer
-                                .notify_resource_updated(ResourceUpdatedNotificationParam::new(uri))
-                                .await
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
-                    }
-                    _ = check.tick() => if peer.is_transport_closed() { break },
+                let first = tokio::select! {
+                    ev = events.next() => ev,
+                    _ = check.tick() => if peer.is_transport_closed() { break } else { continue },
+                };
+                let Some(first) = first else { break };
+                let (burst, closed) = burst(first, &mut events).await;
+                if push(&peer, &subs, &level, &burst).await.is_err() || closed {
+                    break;
                 }
             }
         });
@@ -154,6 +149,139 @@ impl TelephonyServer {
         };
         Ok(ReadResourceResult::new(vec![text]).into())
     }
+}
+
+/// How long the watcher waits for more events of the same change before notifying.
+const BURST_WINDOW: Duration = Duration::from_millis(25);
+const BURST_MAX: usize = 64;
+
+/// `first` and the events that follow it within [`BURST_WINDOW`] of each other (one change:
+/// a call's end is a carrier status, a state change and the end), and whether the stream ended.
+pub(super) async fn burst(
+    first: Arc<CallEvent>,
+    events: &mut EventStream,
+) -> (Vec<Arc<CallEvent>>, bool) {
+    let mut burst = vec![first];
+    while burst.len() < BURST_MAX {
+        match tokio::time::timeout(BURST_WINDOW, events.next()).await {
+            Ok(Some(ev)) => burst.push(ev),
+            Ok(None) => return (burst, true),
+            Err(_) => break,
+        }
+    }
+    (burst, false)
+}
+
+/// Each URI the events change, once, in order.
+pub(super) fn changed_uris_of(burst: &[Arc<CallEvent>]) -> Vec<String> {
+    let mut uris: Vec<String> = Vec::new();
+    for uri in burst.iter().flat_map(|ev| changed_uris(ev)) {
+        if !uris.contains(&uri) {
+            uris.push(uri);
+        }
+    }
+    uris
+}
+
+/// One burst of events to this session: list-changed once if a call was created, each
+/// subscribed URI once, and each event as a log message when the session asked for its level.
+#[allow(deprecated)]
+async fn push(
+    peer: &Peer<RoleServer>,
+    subs: &Mutex<HashSet<String>>,
+    level: &Mutex<Option<u8>>,
+    burst: &[Arc<CallEvent>],
+) -> Result<(), rmcp::service::ServiceError> {
+    if burst.iter().any(|ev| ev_is_new_call(ev)) {
+        peer.notify_resource_list_changed().await?;
+    }
+    let wanted: Vec<String> = {
+        let subs = subs.lock().unwrap_or_else(|p| p.into_inner());
+        changed_uris_of(burst)
+            .into_iter()
+            .filter(|u| subs.contains(u))
+            .collect()
+    };
+    for uri in wanted {
+        peer.notify_resource_updated(ResourceUpdatedNotificationParam::new(uri))
+            .await?;
+    }
+    let min = *level.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(min) = min {
+        for ev in burst {
+            if let Some((lvl, data)) = log_line(ev)
+                && rank(lvl) >= min
+            {
+                let mut msg = LoggingMessageNotificationParam::new(lvl, data);
+                msg.logger = Some("switchboard.call".into());
+                peer.notify_logging_message(msg).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A unit enum as the word it serializes to (`in_progress`, `agent`).
+fn word<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// RFC 5424 order, lowest first.
+#[allow(deprecated)]
+pub(super) fn rank(level: LoggingLevel) -> u8 {
+    match level {
+        LoggingLevel::Debug => 0,
+        LoggingLevel::Info => 1,
+        LoggingLevel::Notice => 2,
+        LoggingLevel::Warning => 3,
+        LoggingLevel::Error => 4,
+        LoggingLevel::Critical => 5,
+        LoggingLevel::Alert => 6,
+        LoggingLevel::Emergency => 7,
+    }
+}
+
+/// A call event as a log message: progress (placed, state changes, the end) at info or above,
+/// transcript lines and the rest at debug.
+#[allow(deprecated)]
+fn log_line(ev: &CallEvent) -> Option<(LoggingLevel, serde_json::Value)> {
+    let call_id = ev.call_id.to_string();
+    let (level, message) = match &ev.kind {
+        EventKind::Created { request } => (
+            LoggingLevel::Info,
+            format!("call {call_id} to {} placed", request.to),
+        ),
+        EventKind::State { state, detail, .. } => (
+            LoggingLevel::Info,
+            format!("call {call_id}: {state} ({})", word(detail)),
+        ),
+        EventKind::Transcript { speaker, text, .. } => (
+            LoggingLevel::Debug,
+            format!("call {call_id} {}: {text}", word(speaker)),
+        ),
+        EventKind::Error { message } => {
+            (LoggingLevel::Warning, format!("call {call_id}: {message}"))
+        }
+        EventKind::Ended { state, .. } => (
+            if *state == switchboard_actors::CallState::Failed {
+                LoggingLevel::Warning
+            } else {
+                LoggingLevel::Notice
+            },
+            format!("call {call_id} ended: {state}"),
+        ),
+        _ => (
+            LoggingLevel::Debug,
+            format!("call {call_id}: {}", ev.kind.name()),
+        ),
+    };
+    Some((
+        level,
+        serde_json::json!({"callId": call_id, "event": ev.kind.name(), "message": message}),
+    ))
 }
 
 pub(super) fn ev_is_new_call(ev: &CallEvent) -> bool {

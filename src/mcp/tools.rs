@@ -74,13 +74,16 @@ impl TelephonyServer {
     /// a message on voicemail. Returns at once with a callId while the call is dialing; then
     /// call telephony_wait (repeatedly, up to 50 s each) until it has ended, and read the
     /// result from its outcome and transcript.
-    #[tool(annotations(
+    #[tool(
         title = "Place a phone call",
-        read_only_hint = false,
-        destructive_hint = false,
-        idempotent_hint = false,
-        open_world_hint = true
-    ))]
+        annotations(
+            title = "Place a phone call",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = true
+        )
+    )]
     async fn telephony_call(
         &self,
         Parameters(a): Parameters<CallArgs>,
@@ -110,13 +113,16 @@ impl TelephonyServer {
     /// Current state of a call: dialing/connected/completed/failed/canceled, finer detail,
     /// timestamps, duration, and once ended the outcome (success flag and summary) or the
     /// error in plain words.
-    #[tool(annotations(
+    #[tool(
         title = "Call status",
-        read_only_hint = true,
-        destructive_hint = false,
-        idempotent_hint = true,
-        open_world_hint = false
-    ))]
+        annotations(
+            title = "Call status",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
     async fn telephony_status(
         &self,
         Parameters(a): Parameters<CallIdArgs>,
@@ -127,13 +133,16 @@ impl TelephonyServer {
 
     /// Hang up a call (or stop it ringing). Canceling a call that already ended is harmless
     /// and says so.
-    #[tool(annotations(
+    #[tool(
         title = "Cancel a call",
-        read_only_hint = false,
-        destructive_hint = true,
-        idempotent_hint = true,
-        open_world_hint = true
-    ))]
+        annotations(
+            title = "Cancel a call",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = true
+        )
+    )]
     async fn telephony_cancel(
         &self,
         Parameters(a): Parameters<CallIdArgs>,
@@ -149,13 +158,16 @@ impl TelephonyServer {
 
     /// The conversation so far (or in full once ended): each turn with speaker (agent or
     /// callee) and time, plus the call's state, duration and outcome.
-    #[tool(annotations(
+    #[tool(
         title = "Call transcript",
-        read_only_hint = true,
-        destructive_hint = false,
-        idempotent_hint = true,
-        open_world_hint = false
-    ))]
+        annotations(
+            title = "Call transcript",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
     async fn telephony_transcript(
         &self,
         Parameters(a): Parameters<CallIdArgs>,
@@ -173,13 +185,16 @@ impl TelephonyServer {
     }
 
     /// Recent and active calls, newest first, optionally only those in one state.
-    #[tool(annotations(
+    #[tool(
         title = "List calls",
-        read_only_hint = true,
-        destructive_hint = false,
-        idempotent_hint = true,
-        open_world_hint = false
-    ))]
+        annotations(
+            title = "List calls",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
     async fn telephony_list(
         &self,
         Parameters(a): Parameters<ListArgs>,
@@ -213,13 +228,16 @@ impl TelephonyServer {
     /// Wait for a call to end, up to timeoutSec (at most 50 s). Returns as soon as the call
     /// ends, or when the time is up with `ended: false` (then call it again). Sends progress
     /// notifications for each state change and each transcript turn meanwhile.
-    #[tool(annotations(
+    #[tool(
         title = "Wait for a call",
-        read_only_hint = true,
-        destructive_hint = false,
-        idempotent_hint = true,
-        open_world_hint = false
-    ))]
+        annotations(
+            title = "Wait for a call",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
     async fn telephony_wait(
         &self,
         Parameters(a): Parameters<WaitArgs>,

@@ -77,9 +77,12 @@ pub struct CallPlaced {
 pub struct OutcomeView {
     /// Whether the goal was achieved, as the agent judged it.
     pub success: bool,
+    /// What happened on the call, in a sentence or two.
     pub summary: String,
+    /// What the agent reported when it ended the call (its end_call arguments: outcome,
+    /// summary and any details), as an object.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<serde_json::Value>,
+    pub data: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl From<&Outcome> for OutcomeView {
@@ -87,7 +90,7 @@ impl From<&Outcome> for OutcomeView {
         OutcomeView {
             success: o.success,
             summary: o.summary.clone(),
-            data: o.data.clone(),
+            data: o.data.as_ref().and_then(|d| d.as_object().cloned()),
         }
     }
 }

@@ -1,6 +1,9 @@
 //! MCP as JSON-RPC over a WebSocket (`/mcp/ws`): one message per text frame, bridged into an
 //! rmcp transport so the same handler serves it as every other transport.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
@@ -50,14 +53,20 @@ async fn serve(engine: Engine, shutdown: CancellationToken, socket: WebSocket) {
         },
     );
     let errors = tx;
+    let started = Arc::new(AtomicBool::new(false));
     let stream = ws_rx
         .take_while(|m| future::ready(matches!(m, Ok(m) if !matches!(m, Message::Close(_)))))
         .filter_map(move |m| {
             let errors = errors.clone();
+            let started = started.clone();
             async move {
                 let reply = match m {
                     Ok(Message::Text(t)) => match parse_frame(t.as_str()) {
-                        Ok(msg) => return Some(msg),
+                        Ok(msg) => match before_initialize(&started, &msg) {
+                            Gate::Pass => return Some(msg),
+                            Gate::Drop => return None,
+                            Gate::Reply(reply) => reply,
+                        },
                         Err(reply) => reply,
                     },
                     Ok(Message::Binary(_)) => rpc_error(
@@ -88,6 +97,50 @@ async fn serve(engine: Engine, shutdown: CancellationToken, socket: WebSocket) {
     let _ = writer.await;
 }
 
+enum Gate {
+    Pass,
+    Drop,
+    Reply(Value),
+}
+
+/// Until the session has started, only `initialize`, `ping`, `server/discover` and stateless
+/// (2026-07-28) requests carrying their protocol version in `_meta` may pass: rmcp would
+/// answer any other request with a puzzling "_meta is missing" error, and end the session on
+/// an early notification. A request gets an error saying to initialize first; a notification
+/// (which gets no reply) is dropped.
+fn before_initialize(started: &AtomicBool, msg: &RxJsonRpcMessage<RoleServer>) -> Gate {
+    if started.load(Ordering::SeqCst) {
+        return Gate::Pass;
+    }
+    let Ok(v) = serde_json::to_value(msg) else {
+        return Gate::Pass;
+    };
+    let method = v["method"].as_str().unwrap_or_default();
+    let is_request = v.get("id").is_some() && v.get("method").is_some();
+    let stateless = v["params"]["_meta"]
+        .get("io.modelcontextprotocol/protocolVersion")
+        .is_some();
+    if method == "initialize" || stateless {
+        started.store(true, Ordering::SeqCst);
+        return Gate::Pass;
+    }
+    if matches!(method, "ping" | "server/discover") {
+        return Gate::Pass;
+    }
+    if !is_request {
+        return Gate::Drop;
+    }
+    Gate::Reply(rpc_error(
+        v["id"].clone(),
+        NOT_INITIALIZED,
+        &format!(
+            "not initialized: send initialize first (then notifications/initialized), before {method}"
+        ),
+    ))
+}
+
+/// A request out of the lifecycle's order is an invalid request (JSON-RPC 2.0 §5.1).
+const NOT_INITIALIZED: i64 = INVALID_REQUEST;
 const PARSE_ERROR: i64 = -32700;
 const INVALID_REQUEST: i64 = -32600;
 

@@ -23,12 +23,16 @@ pub fn scratch_dir(tag: &str) -> PathBuf {
     dir
 }
 
-/// An empty working directory (so no ./config.toml is picked up) and an empty environment.
+/// An empty working directory (so no ./config.toml is picked up) and an empty environment
+/// except a fresh HOME inside it, so the default data dir (the per-user one) is the child's
+/// own and never the real user's.
 pub fn clean_command(args: &[&str]) -> Command {
+    let dir = scratch_dir("cli");
     let mut cmd = Command::new(BIN);
     cmd.args(args)
-        .current_dir(scratch_dir("cli"))
+        .current_dir(&dir)
         .env_clear()
+        .env("HOME", dir.join("home"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
