@@ -505,6 +505,17 @@ async fn callback_and_media_faults_behave_as_scripted() {
     );
     app.wait_hook("status", &ooo, |h| h.get("CallStatus") == Some("completed"))
         .await;
+    // Each callback travels on its own request, so `completed` may land before a held-back
+    // one: wait for all four.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while app.hooks("status", &ooo).len() < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            app.hooks("status", &ooo)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let order: Vec<(String, String)> = app
         .hooks("status", &ooo)
         .iter()
