@@ -33,19 +33,11 @@ fn restaurant_on(number: &str) -> switchboard::sim::Scenario {
 async fn sim_call_ended(
     stack: &switchboard::stack::Stack,
 ) -> switchboard::sim::twilio::CallSummary {
-    let sim = stack.sim().state().clone();
     let done = ["completed", "busy", "no-answer", "failed", "canceled"];
-    assert!(
-        eventually(Duration::from_secs(10), || sim
-            .twilio
-            .calls()
-            .first()
-            .is_some_and(|c| done.contains(&c.status.as_str())))
-        .await,
-        "the simulated carrier call never ended: {:?}",
-        sim.twilio.calls()
-    );
-    sim.twilio.calls().remove(0)
+    sim_call_when(stack, Duration::from_secs(10), |c| {
+        done.contains(&c.status.as_str())
+    })
+    .await
 }
 
 /// The engine ended the carrier call: by its REST hang-up, or by closing the media socket

@@ -54,20 +54,9 @@ async fn lines(stack: &Stack, id: CallId, scenario: &Scenario, who: Speaker) -> 
 
 /// The simulator's record of the (single) carrier call, once Twilio has it completed.
 async fn carrier_call(stack: &Stack) -> CallSummary {
-    let sim = stack.sim().state().clone();
-    assert!(
-        eventually(Duration::from_secs(5), || sim
-            .twilio
-            .calls()
-            .first()
-            .is_some_and(|c| c.status == "completed"))
-        .await,
-        "{:?}",
-        sim.twilio.calls()
-    );
-    let mut calls = sim.twilio.calls();
-    assert_eq!(calls.len(), 1);
-    calls.remove(0)
+    let call = sim_call_when(stack, Duration::from_secs(5), |c| c.status == "completed").await;
+    assert_eq!(stack.sim().state().twilio.calls().len(), 1);
+    call
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

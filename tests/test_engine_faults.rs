@@ -124,19 +124,10 @@ async fn shutdown_waits_for_the_hang_up_it_started() {
     .await;
     let id = stack.engine.place_call(request_for(&s)).await.unwrap();
     let engine = stack.engine.clone();
-    assert!(
-        eventually(std::time::Duration::from_secs(30), || {
-            stack
-                .sim()
-                .state()
-                .twilio
-                .calls()
-                .first()
-                .is_some_and(|c| c.status == "in-progress")
-        })
-        .await,
-        "the call was never answered"
-    );
+    sim_call_when(&stack, std::time::Duration::from_secs(30), |c| {
+        c.status == "in-progress"
+    })
+    .await;
     engine.shutdown().await;
     let call = stack.sim().state().twilio.calls().remove(0);
     assert!(

@@ -130,7 +130,7 @@ async fn a_call_through_every_route() {
     assert_eq!(location, format!("/v1/calls/{id}"));
     assert!(created["state"].is_string());
 
-    let rec: Value = s.get(&location).send().await.unwrap().json().await.unwrap();
+    let rec: Value = s.get_json(&location).await;
     assert_eq!(rec["id"], id.as_str());
     assert_eq!(rec["request"]["to"], RESTAURANT);
 
@@ -143,17 +143,10 @@ async fn a_call_through_every_route() {
         .unwrap();
     assert_eq!(done.state, CallState::Completed, "{done:?}");
 
-    let rec: Value = s.get(&location).send().await.unwrap().json().await.unwrap();
+    let rec: Value = s.get_json(&location).await;
     assert_eq!(rec["state"], "completed");
 
-    let t: Value = s
-        .get(&format!("/v1/calls/{id}/transcript"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let t: Value = s.get_json(&format!("/v1/calls/{id}/transcript")).await;
     assert_eq!(t["callId"], id.as_str());
     let turns = t["turns"].as_array().unwrap();
     assert!(turns.len() >= 2, "{t}");
@@ -173,14 +166,7 @@ async fn a_call_through_every_route() {
     assert_eq!(text.lines().count(), turns.len());
     assert!(text.contains("agent: "), "{text}");
 
-    let list: Value = s
-        .get("/v1/calls?state=completed")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = s.get_json("/v1/calls?state=completed").await;
     assert!(
         list["calls"]
             .as_array()
@@ -201,14 +187,7 @@ async fn a_call_through_every_route() {
         "an ended call is not canceled again"
     );
     assert_eq!(cancel["state"], "completed");
-    let served: Value = s
-        .get("/v1/openapi.json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let served: Value = s.get_json("/v1/openapi.json").await;
     assert_eq!(served, switchboard::http::openapi::openapi_document());
     assert!(s.sim().violations().is_empty());
     s.stop().await;
@@ -243,7 +222,7 @@ async fn list_paginates_newest_first_with_filters() {
     let mut seen = Vec::new();
     let mut path = "/v1/calls?limit=2".to_string();
     for _ in 0..5 {
-        let page: Value = s.get(&path).send().await.unwrap().json().await.unwrap();
+        let page: Value = s.get_json(&path).await;
         let calls = page["calls"].as_array().unwrap();
         assert!(calls.len() <= 2);
         seen.extend(calls.iter().map(|c| c["id"].as_str().unwrap().to_owned()));
@@ -254,14 +233,7 @@ async fn list_paginates_newest_first_with_filters() {
     }
     let want: Vec<String> = ids.iter().rev().map(|i| i.to_string()).collect();
     assert_eq!(seen, want);
-    let failed: Value = s
-        .get("/v1/calls?state=failed")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let failed: Value = s.get_json("/v1/calls?state=failed").await;
     assert_eq!(failed["calls"].as_array().unwrap().len(), 2);
     // Calls from "before a restart" answer every read route.
     let t = s
@@ -780,14 +752,7 @@ async fn carrier_status_is_the_carriers_final_word_after_a_cancel() {
     assert_eq!(resp.status(), 200);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let rec = loop {
-        let rec: Value = s
-            .get(&format!("/v1/calls/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let rec: Value = s.get_json(&format!("/v1/calls/{id}")).await;
         if rec["state"] == "canceled" && rec["carrierStatus"] != "ringing" {
             break rec;
         }

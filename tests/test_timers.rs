@@ -26,16 +26,8 @@ async fn max_duration_hangs_up_at_the_limit_on_paused_time() {
     );
     assert_eq!(rec.duration_secs, 120, "{rec:?}");
     // The carrier's final callback brings its own count, and the record keeps that one.
-    let sim = stack.sim().state().clone();
-    assert!(
-        eventually(Duration::from_secs(30), || sim
-            .twilio
-            .calls()
-            .first()
-            .is_some_and(|c| c.status == "completed"))
+    let billed = sim_call_when(&stack, Duration::from_secs(30), |c| c.status == "completed")
         .await
-    );
-    let billed = sim.twilio.calls()[0]
         .duration_secs
         .expect("a completed call has a duration");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

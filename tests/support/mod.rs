@@ -94,6 +94,22 @@ pub async fn eventually<F: FnMut() -> bool>(within: Duration, mut cond: F) -> bo
     }
 }
 
+/// The simulator's record of the stack's first carrier call, once `done` holds for it
+/// (polled, bounded by `within`).
+pub async fn sim_call_when(
+    stack: &Stack,
+    within: Duration,
+    done: impl Fn(&switchboard::sim::twilio::CallSummary) -> bool,
+) -> switchboard::sim::twilio::CallSummary {
+    let sim = stack.sim().state().clone();
+    assert!(
+        eventually(within, || sim.twilio.calls().first().is_some_and(&done)).await,
+        "the simulated carrier call never got there: {:?}",
+        sim.twilio.calls()
+    );
+    sim.twilio.calls().remove(0)
+}
+
 pub fn assert_no_violations(stack: &Stack) {
     let v = stack.sim().violations();
     assert!(

@@ -77,6 +77,11 @@ impl Stack {
             .get(format!("{}{path}", self.base))
             .bearer_auth(TOKEN)
     }
+    /// GET `path` with the token, as JSON (whatever the status).
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.get(path).send().await.unwrap().json().await.unwrap()
+    }
+
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.http
             .post(format!("{}{path}", self.base))

@@ -7,15 +7,15 @@ pub mod types;
 
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 /// How a leg lets go of its socket when the actor stops: the reader dies at once (nothing it
 /// could read matters any more), `close` asks the writer for a close frame, and the writer gets
 /// a bounded moment to send it so the peer sees a clean close rather than a reset. Answers
 /// what the writer returned, or `None` if it had to be aborted.
 pub(crate) async fn stop_socket<T>(
-    reader: &JoinHandle<()>,
-    writer: Option<JoinHandle<T>>,
+    reader: &AbortOnDropHandle<()>,
+    writer: Option<AbortOnDropHandle<T>>,
     close: impl std::future::Future<Output = ()>,
 ) -> Option<T> {
     reader.abort();

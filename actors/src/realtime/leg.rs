@@ -13,13 +13,13 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::ToModel;
 use crate::call::messages::{CallMsg, ModelEvent, ToTwilio};
@@ -71,8 +71,9 @@ pub struct ModelLegState {
     last_lines: mpsc::Sender<LastLinesRequest>,
     /// Stops the reader (and a connect still under way) at its next event.
     stop_reading: CancellationToken,
-    /// Connects, then reads and writes until the socket ends; it owns both halves.
-    session: Option<JoinHandle<()>>,
+    /// Connects, then reads and writes until the socket ends; it owns both halves, and dies
+    /// with the leg even if the leg is killed.
+    session: Option<AbortOnDropHandle<()>>,
 }
 
 #[derive(Deserialize)]
@@ -120,7 +121,7 @@ impl Actor for ModelLeg {
         let (last_lines, last_lines_rx) = mpsc::channel::<LastLinesRequest>(4);
         let stop_reading = CancellationToken::new();
         let stop = stop_reading.clone();
-        let session = tokio::spawn(async move {
+        let session = AbortOnDropHandle::new(tokio::spawn(async move {
             let call = args.call.clone();
             let connected = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -155,7 +156,7 @@ impl Actor for ModelLeg {
                 write(sink, control_rx, args.from_twilio),
                 read(stream, call, args.to_twilio, last_lines_rx, stop),
             );
-        });
+        }));
         Ok(ModelLegState {
             control,
             last_lines,
@@ -172,7 +173,15 @@ impl Actor for ModelLeg {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ModelLegMsg::Send(ev) => {
-                let _ = state.control.send(Ctl::Send(ev.to_json())).await;
+                // Bounded: a writer stuck behind a peer that stopped reading must not keep
+                // this actor from stopping.
+                let sent = state
+                    .control
+                    .send_timeout(Ctl::Send(ev.to_json()), Duration::from_secs(2))
+                    .await;
+                if sent.is_err() {
+                    tracing::warn!("the model socket is not taking events; one was dropped");
+                }
             }
             ModelLegMsg::LastLines(playing, reply) => {
                 // Answered by the reader once connected; the caller's wait is bounded.

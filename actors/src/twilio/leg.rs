@@ -20,7 +20,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::call::messages::{CallMsg, MediaEvent, ToTwilio};
 
@@ -60,9 +60,11 @@ pub struct TwilioLegState {
     stream: u64,
     call: ActorRef<CallMsg>,
     control: mpsc::Sender<Ctl>,
-    reader: JoinHandle<()>,
+    /// Both tasks die with the leg even if it is killed (no `post_stop`), so a peer that
+    /// stopped reading cannot keep them, or the socket, alive.
+    reader: AbortOnDropHandle<()>,
     /// Ends with the agent audio it held, handed back to the call in `post_stop`.
-    writer: Option<JoinHandle<Option<mpsc::Receiver<ToTwilio>>>>,
+    writer: Option<AbortOnDropHandle<Option<mpsc::Receiver<ToTwilio>>>>,
 }
 
 enum Ctl {
@@ -207,7 +209,7 @@ impl Actor for TwilioLeg {
         let (control, control_rx) = mpsc::channel::<Ctl>(CONTROL_QUEUE);
         let (sid_tx, sid_rx) = oneshot::channel::<Started>();
         let (mark_tx, mark_rx) = mpsc::channel::<String>(MARK_QUEUE);
-        let reader = tokio::spawn(read(
+        let reader = AbortOnDropHandle::new(tokio::spawn(read(
             stream,
             args.call.clone(),
             args.stream,
@@ -215,8 +217,14 @@ impl Actor for TwilioLeg {
             args.to_model,
             sid_tx,
             mark_tx,
-        ));
-        let writer = tokio::spawn(write(sink, control_rx, sid_rx, mark_rx, args.from_model));
+        )));
+        let writer = AbortOnDropHandle::new(tokio::spawn(write(
+            sink,
+            control_rx,
+            sid_rx,
+            mark_rx,
+            args.from_model,
+        )));
         Ok(TwilioLegState {
             stream: args.stream,
             call: args.call,
@@ -237,9 +245,23 @@ impl Actor for TwilioLeg {
             TwilioLegMsg::Heard(reply) => Ctl::Heard(reply),
             TwilioLegMsg::Audio(rx) => Ctl::Audio(rx),
         };
-        if let Err(mpsc::error::SendError(Ctl::Audio(rx))) = state.control.send(ctl).await {
-            // The writer is gone already: the audio goes back to the call at once.
-            let _ = state.call.cast(CallMsg::AudioReleased(state.stream, rx));
+        // Never wait on a writer stuck behind a peer that stopped reading: this actor must
+        // stay free to stop. What cannot be queued is answered at once.
+        match state.control.try_send(ctl) {
+            Ok(()) => {}
+            Err(
+                mpsc::error::TrySendError::Full(Ctl::Audio(rx))
+                | mpsc::error::TrySendError::Closed(Ctl::Audio(rx)),
+            ) => {
+                let _ = state.call.cast(CallMsg::AudioReleased(state.stream, rx));
+            }
+            Err(
+                mpsc::error::TrySendError::Full(Ctl::BargeIn(r) | Ctl::Heard(r))
+                | mpsc::error::TrySendError::Closed(Ctl::BargeIn(r) | Ctl::Heard(r)),
+            ) => {
+                let _ = r.send(None);
+            }
+            Err(_) => {}
         }
         Ok(())
     }
