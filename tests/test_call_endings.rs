@@ -237,7 +237,19 @@ async fn model_socket_dropped_mid_call_fails_and_hangs_up() {
 async fn twilio_socket_dropped_fails_and_closes_the_model() {
     let mut s = restaurant_on("+12125550153");
     s.faults.media_drop_at_ms = Some(3000);
-    let (stack, _, _) = ends_as(&s, CallState::Failed, CallDetail::MediaDisconnected).await;
+    let stack = stack(vec![s.clone()]).await;
+    let id = stack.engine.place_call(request_for(&s)).await.unwrap();
+    let rec = finished(&stack, id, WITHIN).await;
+    // The dropped socket and the carrier's `completed` callback (Twilio runs out of TwiML
+    // once the stream is gone) race to the engine; whichever comes first names the ending.
+    assert!(
+        matches!(
+            (rec.state, rec.detail),
+            (CallState::Failed, CallDetail::MediaDisconnected)
+                | (CallState::Completed, CallDetail::CalleeHungUp)
+        ),
+        "{rec:?}"
+    );
     let sim = stack.sim().state().clone();
     assert!(
         eventually(Duration::from_secs(5), || sim
