@@ -110,12 +110,15 @@ impl Engine {
         &self.inner.config
     }
 
-    /// Whether the engine can take calls: `Err` says why not (the event writer stopped).
+    /// Whether the engine can take calls: `Err` says why not (the event writer stopped, or the
+    /// store refuses appends).
     pub fn health(&self) -> Result<(), EngineError> {
-        if self.inner.bus.is_running() {
-            Ok(())
-        } else {
-            Err(EngineError::EventLogStopped)
+        if !self.inner.bus.is_running() {
+            return Err(EngineError::EventLogStopped);
+        }
+        match self.inner.bus.append_failure() {
+            Some(why) => Err(EngineError::EventLogFailing(why)),
+            None => Ok(()),
         }
     }
 

@@ -23,6 +23,11 @@ pub enum EngineError {
         "the engine's event log writer has stopped, so no call can be recorded; it accepts no new calls until restarted (see its log for why)"
     )]
     EventLogStopped,
+    /// The store refuses appends; the writer holds the events and keeps retrying.
+    #[error(
+        "the engine's event log cannot be written ({0}); events are held and retried, and no new call is accepted until the store takes writes again"
+    )]
+    EventLogFailing(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("configuration: {0}")]

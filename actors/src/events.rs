@@ -9,7 +9,7 @@
 //! refills the gap from the log, so consumers see every event exactly once, in order.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -33,6 +33,9 @@ pub struct EventBus {
     tx: mpsc::UnboundedSender<Cmd>,
     published: broadcast::Sender<Arc<CallEvent>>,
     store: Arc<dyn Store>,
+    /// The last append error while the writer is retrying a batch it could not write; `None`
+    /// once appends succeed again.
+    failing: Arc<Mutex<Option<String>>>,
 }
 
 impl EventBus {
@@ -41,11 +44,18 @@ impl EventBus {
     pub fn start(store: Arc<dyn Store>) -> (EventBus, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (published, _) = broadcast::channel(BROADCAST_CAPACITY);
-        let handle = tokio::spawn(writer(rx, store.clone(), published.clone()));
+        let failing = Arc::new(Mutex::new(None));
+        let handle = tokio::spawn(writer(
+            rx,
+            store.clone(),
+            published.clone(),
+            failing.clone(),
+        ));
         let bus = EventBus {
             tx,
             published,
             store,
+            failing,
         };
         (bus, handle)
     }
@@ -54,6 +64,15 @@ impl EventBus {
     /// so the engine refuses new calls and reports itself unhealthy.
     pub fn is_running(&self) -> bool {
         !self.tx.is_closed()
+    }
+
+    /// Why the log cannot be written right now, while the writer keeps retrying: the engine
+    /// is unhealthy and refuses new calls until an append succeeds again.
+    pub fn append_failure(&self) -> Option<String> {
+        self.failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Queues an event for the log. Never blocks; events from one emitter keep their order.
@@ -89,16 +108,24 @@ impl EventBus {
     }
 }
 
-/// Back-off before append retry `attempt` (1-based): 40, 80, 160, 320, 640 ms.
+/// Back-off before append retry `attempt` (1-based): 40, 80, 160, 320, 640 ms, then 640 ms
+/// for as long as the store keeps failing.
 fn retry_delay(attempt: u32) -> std::time::Duration {
-    std::time::Duration::from_millis(20 << attempt)
+    std::time::Duration::from_millis(20 << attempt.min(RETRIES_BEFORE_UNHEALTHY))
 }
+
+/// Failed appends of one batch after which the engine reports itself unhealthy. The batch is
+/// never dropped: a consumer may only see durable events, and a call's record is its log, so
+/// the writer holds the batch (and queues new events behind it) until the store takes it.
+const RETRIES_BEFORE_UNHEALTHY: u32 = 5;
 
 async fn writer(
     mut rx: mpsc::UnboundedReceiver<Cmd>,
     store: Arc<dyn Store>,
     published: broadcast::Sender<Arc<CallEvent>>,
+    failing: Arc<Mutex<Option<String>>>,
 ) {
+    let set_failing = |e: Option<String>| *failing.lock().unwrap_or_else(|p| p.into_inner()) = e;
     let mut cmds = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut cmds, MAX_BATCH).await > 0 {
         let mut batch = Vec::with_capacity(cmds.len());
@@ -114,6 +141,10 @@ async fn writer(
             loop {
                 match store.append(batch.clone()).await {
                     Ok(stored) => {
+                        if attempt > RETRIES_BEFORE_UNHEALTHY {
+                            tracing::info!(attempt, "event append succeeded again");
+                            set_failing(None);
+                        }
                         for ev in stored {
                             let _ = published.send(Arc::new(ev));
                         }
@@ -130,14 +161,18 @@ async fn writer(
                             break;
                         }
                     }
-                    Err(e) if attempt < 5 => {
-                        attempt += 1;
-                        tracing::warn!(error = %e, attempt, "event append failed; retrying");
-                        tokio::time::sleep(retry_delay(attempt)).await;
-                    }
                     Err(e) => {
-                        tracing::error!(error = %e, lost = batch.len(), "event append failed for good");
-                        break;
+                        attempt += 1;
+                        if attempt <= RETRIES_BEFORE_UNHEALTHY {
+                            tracing::warn!(error = %e, attempt, "event append failed; retrying");
+                        } else {
+                            if attempt == RETRIES_BEFORE_UNHEALTHY + 1 {
+                                tracing::error!(error = %e, held = batch.len(),
+                                    "event append keeps failing; holding the events and refusing new calls until the store takes them");
+                            }
+                            set_failing(Some(e.to_string()));
+                        }
+                        tokio::time::sleep(retry_delay(attempt)).await;
                     }
                 }
             }
@@ -209,5 +244,133 @@ impl EventStream {
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    use futures_util::future::BoxFuture;
+
+    use super::*;
+    use crate::data::{CallFilter, CallRecord, CallRequest, EventKind, TranscriptTurn};
+    use crate::store::{MemoryStore, StoreResult};
+
+    /// A real in-memory store whose first `fail` appends are refused, as a full disk or a
+    /// locked database would refuse them.
+    struct RefusingStore {
+        inner: MemoryStore,
+        fail: AtomicU32,
+        attempts: AtomicU32,
+    }
+
+    impl Store for RefusingStore {
+        fn append<'a>(
+            &'a self,
+            events: Vec<NewEvent>,
+        ) -> BoxFuture<'a, StoreResult<Vec<CallEvent>>> {
+            self.attempts.fetch_add(1, Ordering::SeqCst);
+            let refuse = self
+                .fail
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if refuse {
+                return Box::pin(async { Err(StoreError::Backend("disk full".into())) });
+            }
+            self.inner.append(events)
+        }
+        fn call(&self, id: CallId) -> BoxFuture<'_, StoreResult<Option<CallRecord>>> {
+            self.inner.call(id)
+        }
+        fn calls<'a>(
+            &'a self,
+            filter: &'a CallFilter,
+        ) -> BoxFuture<'a, StoreResult<Vec<CallRecord>>> {
+            self.inner.calls(filter)
+        }
+        fn transcript(&self, id: CallId) -> BoxFuture<'_, StoreResult<Vec<TranscriptTurn>>> {
+            self.inner.transcript(id)
+        }
+        fn events_after(
+            &self,
+            after: u64,
+            call: Option<CallId>,
+            limit: usize,
+        ) -> BoxFuture<'_, StoreResult<Vec<CallEvent>>> {
+            self.inner.events_after(after, call, limit)
+        }
+        fn unfinished(&self) -> BoxFuture<'_, StoreResult<Vec<CallRecord>>> {
+            self.inner.unfinished()
+        }
+        fn last_seq(&self) -> BoxFuture<'_, StoreResult<u64>> {
+            self.inner.last_seq()
+        }
+    }
+
+    fn created(id: CallId) -> NewEvent {
+        NewEvent::now(
+            id,
+            EventKind::Created {
+                request: CallRequest::new("+14155550123", "book a table for two"),
+            },
+        )
+    }
+
+    /// Appends are retried on the documented back-off (40, 80, 160, 320, 640 ms, then every
+    /// 640 ms); after five failures the bus says why it is unhealthy; nothing is dropped, and
+    /// once the store takes writes the held events are published in order and health returns.
+    #[tokio::test(start_paused = true)]
+    async fn failed_appends_are_retried_on_the_back_off_and_never_dropped() {
+        let store = Arc::new(RefusingStore {
+            inner: MemoryStore::new(),
+            fail: AtomicU32::new(7),
+            attempts: AtomicU32::new(0),
+        });
+        let (bus, _writer) = EventBus::start(store.clone());
+        let mut live = bus.subscribe(None, None);
+        let (a, b) = (CallId::generate(), CallId::generate());
+        bus.emit(created(a));
+        let start = tokio::time::Instant::now();
+        let attempts = || store.attempts.load(Ordering::SeqCst);
+
+        // Attempt n+1 comes after the n-th delay, not before.
+        let mut elapsed = Duration::ZERO;
+        for (n, delay_ms) in [40u64, 80, 160, 320, 640, 640, 640].into_iter().enumerate() {
+            tokio::time::sleep_until(start + elapsed + Duration::from_millis(1)).await;
+            assert_eq!(attempts(), n as u32 + 1, "attempts at {elapsed:?}");
+            assert_eq!(
+                bus.append_failure().is_some(),
+                n >= 5,
+                "health after {} failures",
+                n + 1
+            );
+            if n == 5 {
+                // Events emitted while the store refuses queue behind the held batch.
+                bus.emit(created(b));
+            }
+            tokio::time::sleep_until(start + elapsed + Duration::from_millis(delay_ms - 1)).await;
+            assert_eq!(attempts(), n as u32 + 1, "retried early at {elapsed:?}");
+            elapsed += Duration::from_millis(delay_ms);
+        }
+
+        // The eighth attempt succeeds: both calls' events are published, in order, once each.
+        let first = tokio::time::timeout(Duration::from_secs(5), live.next())
+            .await
+            .expect("published")
+            .expect("event");
+        let second = tokio::time::timeout(Duration::from_secs(5), live.next())
+            .await
+            .expect("published")
+            .expect("event");
+        assert_eq!((first.call_id, second.call_id), (a, b));
+        assert_eq!((first.seq, second.seq), (1, 2));
+        assert_eq!(attempts(), 9, "the held batch, then the queued one");
+        assert_eq!(
+            bus.append_failure(),
+            None,
+            "healthy again once appends succeed"
+        );
     }
 }

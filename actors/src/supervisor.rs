@@ -172,6 +172,9 @@ impl Supervisor {
             // Nothing could be recorded: not the call, not its end.
             return Err(EngineError::EventLogStopped);
         }
+        if let Some(why) = s.bus.append_failure() {
+            return Err(EngineError::EventLogFailing(why));
+        }
         let request = request
             .validate(&s.config.calls)
             .map_err(EngineError::InvalidRequest)?;

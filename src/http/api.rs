@@ -124,7 +124,9 @@ impl From<EngineError> for ApiError {
             EngineError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             EngineError::AtCapacity { .. } => (StatusCode::TOO_MANY_REQUESTS, "at_capacity"),
             EngineError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-            EngineError::EventLogStopped => (StatusCode::SERVICE_UNAVAILABLE, "unhealthy"),
+            EngineError::EventLogStopped | EngineError::EventLogFailing(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unhealthy")
+            }
             EngineError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
             EngineError::Config(_) => (StatusCode::INTERNAL_SERVER_ERROR, "configuration"),
             EngineError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
