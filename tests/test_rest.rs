@@ -650,6 +650,27 @@ async fn a_web_page_cannot_reach_the_api() {
     )
     .await;
     assert!(e["message"].as_str().unwrap().contains("1048576"), "{e}");
+    // Oversized headers: the JSON shape with the limit named, not hyper's empty 431; a request
+    // just under the limit is served.
+    let e = error_body(
+        s.get("/v1/calls")
+            .header("x-padding", "p".repeat(40 * 1024))
+            .send()
+            .await
+            .unwrap(),
+        431,
+        "headers_too_large",
+    )
+    .await;
+    let m = e["message"].as_str().unwrap();
+    assert!(m.contains("32768") && m.contains("accepted:"), "{m}");
+    let resp = s
+        .get("/v1/calls")
+        .header("x-padding", "p".repeat(30 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
     let e = error_body(s.get("/nowhere").send().await.unwrap(), 404, "not_found").await;
     assert!(e["message"].as_str().unwrap().contains("/nowhere"), "{e}");
     let e = error_body(

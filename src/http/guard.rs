@@ -5,6 +5,7 @@
 //!   `server.allowed_origins`; any other gets 403 before a route runs, on every route (REST,
 //!   SSE, `/mcp`, `/mcp/ws`, webhooks). CORS headers are sent only for listed origins,
 //!   preflights included; nothing is sent when none are configured.
+//! - [`header_limit`]: headers over 32 KiB get a JSON 431 naming the limit.
 //! - [`json_errors`]: every error response that is not already JSON (the router's 404 and
 //!   405, axum's extractor rejections, a body over the limit, a WebSocket upgrade refusal …)
 //!   is rewritten into `{"error":{"code","message"}}`, keeping its status.
@@ -19,6 +20,32 @@ use crate::state::AppState;
 
 /// The largest body the REST API reads.
 pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// The most header bytes (names and values) a request may carry. Far below hyper's own
+/// read-buffer limit (about 400 KiB), so an oversized request is refused here, in the API's
+/// JSON error shape, rather than by hyper with an empty 431. (hyper still answers a request
+/// with more than 100 header lines itself, before any layer runs.)
+pub const HEADER_LIMIT: usize = 32 * 1024;
+
+/// Refuses a request whose headers exceed [`HEADER_LIMIT`] with 431, naming the limit.
+pub async fn header_limit(req: Request, next: Next) -> Response {
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if size <= HEADER_LIMIT {
+        return next.run(req).await;
+    }
+    ApiError::new(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "headers_too_large",
+        format!(
+            "the request's headers are {size} bytes; accepted: at most {HEADER_LIMIT} bytes (32 KiB) of header names and values, and at most 100 header lines"
+        ),
+    )
+    .into_response()
+}
 
 /// `http(s)://localhost`, `127.0.0.1` or `[::1]`, with an optional port and nothing else.
 pub fn is_loopback_origin(origin: &str) -> bool {

@@ -43,6 +43,7 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             guard::origin_guard,
         ))
+        .layer(middleware::from_fn(guard::header_limit))
 }
 
 /// `ok` while the engine can take calls; 503 with the reason (in the API's error shape) once
