@@ -262,15 +262,48 @@ async fn until_reply(
     }
 }
 
-async fn ws_connect(
-    stack: &switchboard::stack::Stack,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+async fn ws_connect(stack: &switchboard::stack::Stack) -> Ws {
     let mut req = format!("ws://{}/mcp/ws", stack.http_addr)
         .into_client_request()
         .unwrap();
     req.headers_mut()
         .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
     tokio_tungstenite::connect_async(req).await.unwrap().0
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// An initialized MCP session over `/mcp/ws`: the socket, the notifications read so far, and
+/// the `initialize` reply.
+async fn ws_session(stack: &switchboard::stack::Stack) -> (Ws, Vec<Value>, Value) {
+    let mut ws = ws_connect(stack).await;
+    let mut notes = Vec::new();
+    send(&mut ws, initialize()).await;
+    let init = until_reply(&mut ws, 1, &mut notes).await;
+    send(
+        &mut ws,
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+    )
+    .await;
+    (ws, notes, init)
+}
+
+/// Places the restaurant booking with tool `name` as request `id`; the new call's id.
+async fn ws_place_restaurant(ws: &mut Ws, id: u64, name: &str, notes: &mut Vec<Value>) -> String {
+    send(
+        ws,
+        json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{
+            "name":name,"arguments":{"to":"+12125550134",
+            "goal":"Book a table for 4 people this Friday at 7:30 pm under the name Alex Kim",
+            "context":"Party of 4, Friday 7:30 pm, name Alex Kim"}}}),
+    )
+    .await;
+    let placed = until_reply(ws, id, notes).await;
+    placed["result"]["structuredContent"]["callId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{placed}"))
+        .to_owned()
 }
 
 /// Frames rmcp cannot take are answered, not dropped: a client that sends garbage learns why,
@@ -336,32 +369,11 @@ async fn next_json(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_json_rpc_places_and_follows_a_call() {
     let stack = guarded_stack().await;
-    let mut ws = ws_connect(&stack).await;
-
-    let mut notes = Vec::new();
-    send(&mut ws, initialize()).await;
-    let init = until_reply(&mut ws, 1, &mut notes).await;
+    let (mut ws, mut notes, init) = ws_session(&stack).await;
     assert_eq!(init["result"]["serverInfo"]["name"], "switchboard");
-    send(
-        &mut ws,
-        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
-    )
-    .await;
 
     // The seeds' dotted name is served as an alias.
-    send(
-        &mut ws,
-        json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{
-            "name":"telephony.call","arguments":{"to":"+12125550134",
-            "goal":"Book a table for 4 people this Friday at 7:30 pm under the name Alex Kim",
-            "context":"Party of 4, Friday 7:30 pm, name Alex Kim"}}}),
-    )
-    .await;
-    let placed = until_reply(&mut ws, 2, &mut notes).await;
-    let id = placed["result"]["structuredContent"]["callId"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{placed}"))
-        .to_owned();
+    let id = ws_place_restaurant(&mut ws, 2, "telephony.call", &mut notes).await;
 
     let mut ended = false;
     for n in 0..4u64 {
@@ -556,15 +568,7 @@ async fn websocket_requests_before_initialize_are_told_to_initialize_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_session_with_a_log_level_gets_call_progress_as_log_messages() {
     let stack = guarded_stack().await;
-    let mut ws = ws_connect(&stack).await;
-    let mut notes = Vec::new();
-    send(&mut ws, initialize()).await;
-    until_reply(&mut ws, 1, &mut notes).await;
-    send(
-        &mut ws,
-        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
-    )
-    .await;
+    let (mut ws, mut notes, _) = ws_session(&stack).await;
     send(
         &mut ws,
         json!({"jsonrpc":"2.0","id":2,"method":"logging/setLevel","params":{"level":"notice"}}),
@@ -572,19 +576,7 @@ async fn websocket_session_with_a_log_level_gets_call_progress_as_log_messages()
     .await;
     let set = until_reply(&mut ws, 2, &mut notes).await;
     assert!(set["result"].is_object(), "{set}");
-    send(
-        &mut ws,
-        json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{
-            "name":"telephony_call","arguments":{"to":"+12125550134",
-            "goal":"Book a table for 4 people this Friday at 7:30 pm under the name Alex Kim",
-            "context":"Party of 4, Friday 7:30 pm, name Alex Kim"}}}),
-    )
-    .await;
-    let placed = until_reply(&mut ws, 3, &mut notes).await;
-    let id = placed["result"]["structuredContent"]["callId"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{placed}"))
-        .to_owned();
+    let id = ws_place_restaurant(&mut ws, 3, "telephony_call", &mut notes).await;
     // Read until the end of the call is logged (bounded).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let end = loop {

@@ -4,62 +4,18 @@
 //! pipe with rmcp's own client, in front of the simulator.
 #![allow(deprecated)] // logging/setLevel: deprecated by SEP-2577, still what 2025-11-25 clients use
 
+#[path = "support/mcp_client.rs"]
+mod mcp_client;
 mod support;
 
 use std::time::Duration;
 
 use rmcp::model::*;
-use rmcp::service::{NotificationContext, RunningService};
-use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
+use mcp_client::*;
 use support::*;
-use switchboard::mcp::TelephonyServer;
 use switchboard::mcp::schema::STANDARD_FORMATS;
-
-#[derive(Clone)]
-struct Recorder {
-    tx: mpsc::UnboundedSender<Pushed>,
-}
-
-#[derive(Debug)]
-enum Pushed {
-    Log(LoggingLevel, Value),
-    Updated(String),
-}
-
-impl ClientHandler for Recorder {
-    async fn on_logging_message(
-        &self,
-        params: LoggingMessageNotificationParam,
-        _: NotificationContext<RoleClient>,
-    ) {
-        let _ = self.tx.send(Pushed::Log(params.level, params.data));
-    }
-    async fn on_resource_updated(
-        &self,
-        params: ResourceUpdatedNotificationParam,
-        _: NotificationContext<RoleClient>,
-    ) {
-        let _ = self.tx.send(Pushed::Updated(params.uri));
-    }
-}
-
-type Client = RunningService<RoleClient, Recorder>;
-
-async fn connect(stack: &switchboard::stack::Stack) -> (Client, mpsc::UnboundedReceiver<Pushed>) {
-    let (s, c) = tokio::io::duplex(64 * 1024);
-    let server = TelephonyServer::new(stack.engine.clone());
-    tokio::spawn(async move {
-        if let Ok(running) = server.serve(s).await {
-            let _ = running.waiting().await;
-        }
-    });
-    let (tx, rx) = mpsc::unbounded_channel();
-    let client = Recorder { tx }.serve(c).await.expect("initialize");
-    (client, rx)
-}
 
 /// Every problem in one schema: a bare `true` where a schema is expected, a `format` JSON
 /// Schema does not define, a `type` array with "null", and an `anyOf`/`oneOf` null branch.
@@ -222,14 +178,6 @@ async fn run_call(stack: &switchboard::stack::Stack, client: &Client) -> String 
 }
 
 /// Everything pushed until nothing more came for a while.
-async fn drain(rx: &mut mpsc::UnboundedReceiver<Pushed>) -> Vec<Pushed> {
-    let mut out = Vec::new();
-    while let Ok(Some(p)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
-        out.push(p);
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_progress_is_logged_to_sessions_that_set_a_level_and_at_that_level() {
     let stack = stack(vec![builtin("restaurant")]).await;

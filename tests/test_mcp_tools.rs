@@ -1,91 +1,17 @@
 //! The MCP handler in process over a duplex pipe, with rmcp's own client, in front of the
 //! whole system on loopback (simulator + engine + HTTP).
 
+#[path = "support/mcp_client.rs"]
+mod mcp_client;
 mod support;
 
 use std::time::Duration;
 
 use rmcp::model::*;
-use rmcp::service::{NotificationContext, RunningService};
-use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
+use mcp_client::*;
 use support::*;
-use switchboard::mcp::TelephonyServer;
-
-/// Records what the server pushes, for the assertions.
-#[derive(Clone)]
-struct Recorder {
-    tx: mpsc::UnboundedSender<Pushed>,
-}
-
-#[derive(Debug)]
-enum Pushed {
-    Progress(String),
-    Updated(String),
-    ListChanged,
-}
-
-impl ClientHandler for Recorder {
-    async fn on_progress(
-        &self,
-        params: ProgressNotificationParam,
-        _: NotificationContext<RoleClient>,
-    ) {
-        let _ = self
-            .tx
-            .send(Pushed::Progress(params.message.unwrap_or_default()));
-    }
-    async fn on_resource_updated(
-        &self,
-        params: ResourceUpdatedNotificationParam,
-        _: NotificationContext<RoleClient>,
-    ) {
-        let _ = self.tx.send(Pushed::Updated(params.uri));
-    }
-    async fn on_resource_list_changed(&self, _: NotificationContext<RoleClient>) {
-        let _ = self.tx.send(Pushed::ListChanged);
-    }
-}
-
-type Client = RunningService<RoleClient, Recorder>;
-
-async fn connect(stack: &switchboard::stack::Stack) -> (Client, mpsc::UnboundedReceiver<Pushed>) {
-    let (s, c) = tokio::io::duplex(64 * 1024);
-    let server = TelephonyServer::new(stack.engine.clone());
-    tokio::spawn(async move {
-        if let Ok(running) = server.serve(s).await {
-            let _ = running.waiting().await;
-        }
-    });
-    let (tx, rx) = mpsc::unbounded_channel();
-    let client = Recorder { tx }.serve(c).await.expect("initialize");
-    (client, rx)
-}
-
-async fn call(client: &Client, name: &str, args: Value) -> CallToolResult {
-    client
-        .call_tool(
-            CallToolRequestParams::new(name.to_owned())
-                .with_arguments(args.as_object().unwrap().clone()),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{name} failed at the protocol level: {e}"))
-}
-
-fn text(r: &CallToolResult) -> String {
-    r.content
-        .iter()
-        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn assert_tool_error(r: &CallToolResult, needle: &str) {
-    assert_eq!(r.is_error, Some(true), "expected isError, got {r:?}");
-    assert!(text(r).contains(needle), "{needle:?} not in {:?}", text(r));
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_tools_prompts_resources_with_schemas_and_annotations() {
@@ -346,21 +272,6 @@ async fn telephony_call_is_refused_with_the_engines_message() {
     assert!(stack.sim().state().twilio.calls().is_empty());
     client.cancel().await.ok();
     stack.stop().await;
-}
-
-async fn next_matching(
-    rx: &mut mpsc::UnboundedReceiver<Pushed>,
-    within: Duration,
-    mut pred: impl FnMut(&Pushed) -> bool,
-) -> Option<Pushed> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(p)) if pred(&p) => return Some(p),
-            Ok(Some(_)) => continue,
-            _ => return None,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

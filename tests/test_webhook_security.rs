@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use support::*;
-use switchboard_actors::CallState;
+use switchboard_actors::{CallId, CallState};
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,6 +57,32 @@ async fn forged_signature_is_refused_and_changes_nothing() {
     stack.stop().await;
 }
 
+/// A Media Streams `start` for call `id` with a guessed token, as an intruder would send it.
+fn forged_start(id: CallId) -> Message {
+    let start = serde_json::json!({"event":"start","sequenceNumber":"1","streamSid":"MZforged",
+        "start":{"accountSid":"AC1","streamSid":"MZforged","callSid":"CAforged","tracks":["inbound"],
+                 "mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},
+                 "customParameters":{"callId": id.to_string(), "token":"guessed"}}});
+    Message::text(start.to_string())
+}
+
+/// The code of the close frame the engine ends the socket with (bounded: 5 s).
+async fn close_code<S>(ws: &mut S) -> Option<u16>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Close(f) = m {
+                return f.map(|f| u16::from(f.code));
+            }
+        }
+        None
+    })
+    .await
+    .expect("the socket was closed")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_socket_without_the_token_is_refused() {
     let mut s = builtin("restaurant");
@@ -72,23 +98,9 @@ async fn media_socket_without_the_token_is_refused() {
     ))
     .await
     .unwrap();
-    let start = serde_json::json!({"event":"start","sequenceNumber":"1","streamSid":"MZforged",
-        "start":{"accountSid":"AC1","streamSid":"MZforged","callSid":"CAforged","tracks":["inbound"],
-                 "mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},
-                 "customParameters":{"callId": id.to_string(), "token":"guessed"}}});
-    ws.send(Message::text(start.to_string())).await.unwrap();
+    ws.send(forged_start(id)).await.unwrap();
     // The engine closes the socket with a policy-violation close frame.
-    let closed = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(Ok(m)) = ws.next().await {
-            if let Message::Close(f) = m {
-                return f.map(|f| u16::from(f.code));
-            }
-        }
-        None
-    })
-    .await
-    .expect("the socket was closed");
-    assert_eq!(closed, Some(1008));
+    assert_eq!(close_code(&mut ws).await, Some(1008));
     assert_eq!(
         stack.engine.status(id).await.unwrap().state,
         CallState::Dialing,
@@ -134,22 +146,8 @@ async fn sockets_before_the_genuine_stream_do_not_take_its_place() {
     let (mut forged, _) = tokio_tungstenite::connect_async(url.as_str())
         .await
         .unwrap();
-    let start = serde_json::json!({"event":"start","sequenceNumber":"1","streamSid":"MZforged",
-        "start":{"accountSid":"AC1","streamSid":"MZforged","callSid":"CAforged","tracks":["inbound"],
-                 "mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},
-                 "customParameters":{"callId": id.to_string(), "token":"guessed"}}});
-    forged.send(Message::text(start.to_string())).await.unwrap();
-    let code = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(Ok(m)) = forged.next().await {
-            if let Message::Close(f) = m {
-                return f.map(|f| u16::from(f.code));
-            }
-        }
-        None
-    })
-    .await
-    .expect("the forged socket was closed");
-    assert_eq!(code, Some(1008));
+    forged.send(forged_start(id)).await.unwrap();
+    assert_eq!(close_code(&mut forged).await, Some(1008));
     // The genuine stream comes after the ring and the call goes on as scripted.
     let rec = finished(&stack, id, Duration::from_secs(60)).await;
     assert_eq!(

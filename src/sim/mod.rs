@@ -13,6 +13,7 @@
 pub mod clock;
 pub mod realtime;
 pub mod scenario;
+pub mod socket_end;
 pub mod stats;
 pub mod twilio;
 pub mod violations;

@@ -219,25 +219,15 @@ impl Session {
     /// A send failed, so the socket is going: a close frame from the engine may still be
     /// waiting to be read. Reads (bounded) until it comes; anything else is a drop.
     async fn expect_close(&self, tx: &mut Tx, rx: &mut Rx) {
-        let end = crate::sim::clock::within(CLOSE_WAIT, async {
-            loop {
-                match rx.next().await {
-                    Some(Ok(Message::Close(_))) => return Ok(()),
-                    Some(Ok(_)) => continue,
-                    None => return Err("the connection ended (EOF)".to_owned()),
-                    Some(Err(e)) => return Err(format!("reading failed: {e}")),
-                }
-            }
-        })
-        .await;
-        match end {
-            Some(Ok(())) => {
-                let _ = tx.flush().await;
-            }
-            Some(Err(what)) => self.dropped(&format!("a send failed, then {what}")),
-            None => self.dropped(&format!(
-                "a send failed and no close frame came within {CLOSE_WAIT:?}"
-            )),
+        if let Err(what) = crate::sim::socket_end::expect_close(
+            tx,
+            rx,
+            |m| matches!(m, Message::Close(_)),
+            CLOSE_WAIT,
+        )
+        .await
+        {
+            self.dropped(&what);
         }
     }
 

@@ -510,33 +510,11 @@ where
     T: futures_util::Sink<Message> + Unpin,
     R: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
-    let end = crate::sim::clock::within(CLOSE_WAIT, async {
-        loop {
-            match rx.next().await {
-                Some(Ok(Message::Close(_))) => return Ok(()),
-                Some(Ok(_)) => continue,
-                None => return Err("the connection ended (EOF)".to_owned()),
-                Some(Err(e)) => return Err(format!("reading failed: {e}")),
-            }
-        }
-    })
-    .await;
-    match end {
-        Some(Ok(())) => {
-            let _ = tx.flush().await;
-        }
-        Some(Err(what)) => dropped(
-            st,
-            call_sid,
-            stream_sid,
-            &format!("a send failed, then {what}"),
-        ),
-        None => dropped(
-            st,
-            call_sid,
-            stream_sid,
-            &format!("a send failed and no close frame came within {CLOSE_WAIT:?}"),
-        ),
+    if let Err(what) =
+        crate::sim::socket_end::expect_close(tx, rx, |m| matches!(m, Message::Close(_)), CLOSE_WAIT)
+            .await
+    {
+        dropped(st, call_sid, stream_sid, &what);
     }
 }
 
