@@ -1,15 +1,20 @@
 //! Faults inside the engine itself, seen from outside: a dead event writer, shutdown with a
 //! hang-up in flight, a model endpoint that is slow to answer.
 
+#[path = "support/refusing_store.rs"]
+mod refusing_store;
 mod support;
 
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
 use serde_json::json;
 
+use refusing_store::RefusingStore;
 use support::*;
 use switchboard::mcp::TelephonyServer;
+use switchboard::stack::Storage;
 use switchboard_actors::EngineError;
+use switchboard_actors::store::Store;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_event_writer_refuses_new_calls_everywhere_with_the_documented_error() {
@@ -141,5 +146,101 @@ async fn shutdown_waits_for_the_hang_up_it_started() {
         switchboard_actors::CallDetail::EngineShutdown,
         "{rec:?}"
     );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_refuses_writes_holds_no_request_and_loses_no_event() {
+    let s = builtin("restaurant");
+    let store = RefusingStore::new();
+    let stack = stack_on(vec![s.clone()], Storage::Given(store.clone()), |_, _| {}).await;
+    store.refuse_writes(true);
+
+    // The call is placed (it is already dialing); the answer does not wait for the store.
+    let asked = tokio::time::Instant::now();
+    let id = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        stack.engine.place_call(request_for(&s)),
+    )
+    .await
+    .expect("place_call hangs on a store that refuses writes")
+    .unwrap();
+    let took = asked.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(8),
+        "place_call waited {took:?} on a store that refuses writes"
+    );
+    assert!(store.refused() > 0, "the store was never asked");
+
+    // After a few refusals the engine says it is unhealthy, and why, and takes no new call.
+    assert!(
+        eventually(std::time::Duration::from_secs(15), || matches!(
+            stack.engine.health(),
+            Err(EngineError::EventLogFailing(_))
+        ))
+        .await,
+        "{:?}",
+        stack.engine.health()
+    );
+    let health = reqwest::get(format!("http://{}/healthz", stack.http_addr))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 503);
+    let body: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unhealthy", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("disk full"),
+        "{body}"
+    );
+    let err = stack.engine.place_call(request_for(&s)).await.unwrap_err();
+    assert!(matches!(err, EngineError::EventLogFailing(_)), "{err:?}");
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/v1/calls", stack.http_addr))
+        .header("content-type", "application/json")
+        .body(json!({"to": s.number, "goal": s.agent.goal}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(
+        stack.sim().state().twilio.calls().len(),
+        1,
+        "a refused call was dialed"
+    );
+
+    // The store recovers: the held events land, in order, and the call ends as it would have.
+    store.refuse_writes(false);
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    while stack.engine.status(id).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the held events never reached the store"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let rec = finished(&stack, id, std::time::Duration::from_secs(60)).await;
+    assert_eq!(
+        rec.state,
+        switchboard_actors::CallState::Completed,
+        "{rec:?}"
+    );
+    assert!(stack.engine.health().is_ok(), "{:?}", stack.engine.health());
+    let events = store.events_after(0, Some(id), 10_000).await.unwrap();
+    assert!(
+        matches!(
+            events[0].kind,
+            switchboard_actors::EventKind::Created { .. }
+        ),
+        "{:?}",
+        events[0].kind
+    );
+    assert!(
+        events.windows(2).all(|w| w[0].seq < w[1].seq),
+        "the events are out of order"
+    );
+    assert_no_violations(&stack);
     stack.stop().await;
 }

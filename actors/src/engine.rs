@@ -42,6 +42,8 @@ pub(crate) struct EngineInner {
 
 /// How long shutdown waits for in-flight carrier requests (a hang-up) to finish.
 const SHUTDOWN_TASKS_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request waits for its events to be durable before it answers anyway.
+const REQUEST_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a frontend waits for the supervisor or a call to answer.
 const RPC_TIMEOUT: Duration = Duration::from_secs(10);
@@ -129,8 +131,10 @@ impl Engine {
             .supervisor
             .call(|r| SupervisorMsg::Place(request, r), Some(RPC_TIMEOUT))
             .await)??;
-        // The record is readable as soon as place_call returns.
-        self.inner.bus.flush().await;
+        // The record is readable as soon as place_call returns, unless the store is refusing
+        // writes: then the call (already dialing) is not held up; its events are held by the
+        // writer and its record appears when the store takes them.
+        self.flush_bounded().await;
         Ok(id)
     }
 
@@ -159,7 +163,7 @@ impl Engine {
             && let Ok(CallResult::Success(out)) =
                 call.call(CallMsg::Cancel, Some(RPC_TIMEOUT)).await
         {
-            self.inner.bus.flush().await;
+            self.flush_bounded().await;
             return Ok(out);
         }
         let rec = self.status(id).await?;
@@ -212,7 +216,7 @@ impl Engine {
                 .call(CallMsg::Shutdown, Some(Duration::from_secs(5)))
                 .await;
         }
-        self.inner.bus.flush().await;
+        self.flush_for_shutdown().await;
         // Calls still closing their sockets get to finish (a parent that stops kills its
         // children, skipping their post_stop): stop them first, and wait.
         self.inner
@@ -242,7 +246,30 @@ impl Engine {
                 SHUTDOWN_TASKS_TIMEOUT.as_secs()
             );
         }
-        self.inner.bus.flush().await;
+        self.flush_for_shutdown().await;
+    }
+
+    /// Waits (bounded) for what a request just emitted to be durable, so the caller reads it.
+    async fn flush_bounded(&self) {
+        if !self.inner.bus.flush_within(REQUEST_FLUSH_TIMEOUT).await {
+            tracing::warn!(
+                why = self.inner.bus.append_failure().unwrap_or_default(),
+                "the event log is not taking writes; answering before the events are durable"
+            );
+        }
+    }
+
+    /// Waits for the log to take what was emitted, but not forever: a store that keeps
+    /// refusing writes (the writer holds and retries them) must not keep the process from
+    /// exiting. What is still held then is lost, and said so.
+    async fn flush_for_shutdown(&self) {
+        if !self.inner.bus.flush_within(SHUTDOWN_TASKS_TIMEOUT).await {
+            tracing::error!(
+                why = self.inner.bus.append_failure().unwrap_or_default(),
+                "the event log still refuses writes after {} s; exiting without the events it holds",
+                SHUTDOWN_TASKS_TIMEOUT.as_secs()
+            );
+        }
     }
 
     /// Test hook: stops the event writer, as a crash of it would.
@@ -352,7 +379,7 @@ impl Engine {
                     duration_secs: update.duration_secs,
                 },
             ));
-            self.inner.bus.flush().await;
+            self.flush_bounded().await;
         }
         Ok(())
     }

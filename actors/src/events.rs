@@ -90,6 +90,12 @@ impl EventBus {
         }
     }
 
+    /// [`EventBus::flush`], for at most `limit`: `false` when the log did not take everything
+    /// in time (the store is refusing writes; the writer still holds the events).
+    pub async fn flush_within(&self, limit: std::time::Duration) -> bool {
+        tokio::time::timeout(limit, self.flush()).await.is_ok()
+    }
+
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }

@@ -21,6 +21,15 @@ pub async fn stack_with(
     scenarios: Vec<Scenario>,
     tweak: impl FnOnce(&mut SimConfig, &mut Config),
 ) -> Stack {
+    stack_on(scenarios, Storage::Memory, tweak).await
+}
+
+/// [`stack_with`] on a store the test chose.
+pub async fn stack_on(
+    scenarios: Vec<Scenario>,
+    storage: Storage,
+    tweak: impl FnOnce(&mut SimConfig, &mut Config),
+) -> Stack {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -36,7 +45,7 @@ pub async fn stack_with(
     tweak(&mut sim, &mut config);
     let options = StackOptions {
         sim: Some(sim),
-        storage: Storage::Memory,
+        storage,
     };
     Stack::start(config, options)
         .await
