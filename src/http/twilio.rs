@@ -165,9 +165,13 @@ async fn media(
     if !state.engine.is_live(id).await {
         return refused(StatusCode::NOT_FOUND, "no live call with this id");
     }
-    ws.on_upgrade(move |socket| async move {
-        if let Err(e) = state.engine.media_connected(id, socket).await {
-            tracing::warn!("media socket for {id} dropped: {e}");
-        }
-    })
+    // Buffers for 160-byte frames and small control messages, not the library's 128 KiB.
+    let buffer = switchboard_actors::call::SOCKET_BUFFER;
+    ws.read_buffer_size(buffer)
+        .write_buffer_size(buffer)
+        .on_upgrade(move |socket| async move {
+            if let Err(e) = state.engine.media_connected(id, socket).await {
+                tracing::warn!("media socket for {id} dropped: {e}");
+            }
+        })
 }

@@ -27,6 +27,7 @@ use crate::realtime::{
 };
 use crate::twilio::leg::{TwilioLeg, TwilioLegArgs, TwilioLegMsg};
 use crate::twilio::rest::{CreateCall, TwilioRest};
+use crate::twilio::wire::Payload;
 use crate::twilio::{twiml, urls};
 
 /// Audio frames that may queue between the legs before the sender waits (~10 s of 20 ms frames).
@@ -78,12 +79,12 @@ pub struct CallActorState {
     /// The model session is open, so it can say which agent lines are still held.
     model_ready: bool,
     twilio: Option<ActorRef<TwilioLegMsg>>,
-    to_model_tx: mpsc::Sender<String>,
+    to_model_tx: mpsc::Sender<Payload>,
     /// The call's agent audio while no media stream holds it (before the first, and
     /// between two when keys are pressed). It moves into a stream's leg and back out.
     from_model: Option<mpsc::Receiver<ToTwilio>>,
     /// Waits for the model leg to hand over its half of the channels.
-    model_args: Option<(mpsc::Sender<ToTwilio>, mpsc::Receiver<String>)>,
+    model_args: Option<(mpsc::Sender<ToTwilio>, mpsc::Receiver<Payload>)>,
     stream_started: Option<Instant>,
     /// The max-duration and restream timers; aborted when the call stops.
     timers: Vec<Timer>,
@@ -546,20 +547,6 @@ impl CallActor {
     async fn on_model(&self, me: &ActorRef<CallMsg>, s: &mut CallActorState, ev: ModelEvent) {
         match ev {
             ModelEvent::Connected => s.model_ready = true,
-            ModelEvent::SpeechStarted => {
-                let Some(leg) = s.twilio.clone() else { return };
-                // Barge-in: cut the agent at what the callee actually heard.
-                if let Ok(ractor::rpc::CallResult::Success(Some((item, ms)))) = leg
-                    .call(TwilioLegMsg::BargeIn, Some(Duration::from_secs(2)))
-                    .await
-                    && let Some(m) = &s.model
-                {
-                    let _ = m.cast(ModelLegMsg::Send(ToModel::Truncate {
-                        item_id: item,
-                        audio_end_ms: ms,
-                    }));
-                }
-            }
             ModelEvent::AgentSaid { text, interrupted } => s.agent_said(text, interrupted),
             ModelEvent::CalleeSaid(text) => {
                 let offset_ms = s.offset_ms();

@@ -1,26 +1,33 @@
 //! Messages of the CallActor and of the audio channels between its legs.
 
+use std::sync::Arc;
+
 use ractor::RpcReplyPort;
 use tokio::sync::oneshot;
 
 use crate::call::types::{CancelOutcome, CarrierUpdate};
 use crate::data::Usage;
 use crate::twilio::rest::{CallResource, TwilioError};
+use crate::twilio::wire::Payload;
 
 /// What the model leg sends the Twilio leg, in order, over a bounded channel.
 pub enum ToTwilio {
-    /// A `response.output_audio.delta`: base64 mu-law, forwarded as is.
-    Audio { item_id: String, payload: String },
+    /// A `response.output_audio.delta`: base64 mu-law, forwarded as is from the frame it
+    /// came in; the item id is shared by all of the item's chunks.
+    Audio { item: Arc<str>, payload: Payload },
     /// Resolve once everything queued before it has played (`true`), or when a barge-in
     /// `clear` dropped what had not (`false`).
     Drain(oneshot::Sender<bool>),
+    /// The callee started talking (`speech_started`). In order with the audio, so only what
+    /// was queued before it is cut: answers the item cut and the ms of it heard, when agent
+    /// audio was playing (Twilio was sent `clear`).
+    BargeIn(oneshot::Sender<Option<(String, u64)>>),
 }
 
 /// Events from the model leg's reader.
 pub enum ModelEvent {
     /// The session is open and configured: from now on it can answer for what was said.
     Connected,
-    SpeechStarted,
     /// An agent line for the transcript; `interrupted` when the callee cut it short.
     AgentSaid {
         text: String,

@@ -9,6 +9,11 @@ use std::time::Duration;
 
 use tokio_util::task::AbortOnDropHandle;
 
+/// Read and write buffers of both legs' sockets, sized for 20 ms frames and small events
+/// rather than the library's 128 KiB each (two sockets per call). A larger message (a long
+/// audio delta) still fits: the read buffer grows for it, and writes beyond this are flushed.
+pub const SOCKET_BUFFER: usize = 8 * 1024;
+
 /// How a leg lets go of its socket when the actor stops: the reader dies at once (nothing it
 /// could read matters any more), `close` asks the writer for a close frame, and the writer gets
 /// a bounded moment to send it so the peer sees a clean close rather than a reset. Answers

@@ -1,9 +1,15 @@
 //! ModelLeg: owns one Realtime WebSocket. Its session task connects (off the CallActor's
 //! mailbox, so a cancel while the model is slow to answer is handled at once), then reads
 //! server events — audio for the Twilio leg over a bounded channel, control events for the
-//! CallActor — and writes what the Twilio leg and the CallActor hand it.
+//! CallActor — and writes what the Twilio leg and the CallActor hand it. Audio crosses in the
+//! frames it came in (no copy); what is ready is written together and flushed once.
+//!
+//! Barge-in is handled here, in order with the audio: on `speech_started` the reader puts a
+//! barge-in marker behind the agent audio already queued for Twilio, and when the Twilio leg
+//! answers what was heard of the cut item, the truncate goes to the model.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, SplitSink, SplitStream};
@@ -22,15 +28,19 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::ToModel;
+use super::wire::{self, Appender};
 use crate::call::messages::{CallMsg, ModelEvent, ToTwilio};
 use crate::data::Usage;
 use crate::error::root_cause;
 use crate::realtime::spoken::{Line, Spoken};
+use crate::twilio::wire::Payload;
 
 /// How long the model endpoint may take to accept the WebSocket.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Control messages queued for the writer; the leg actor waits when it is full.
 const CONTROL_QUEUE: usize = 64;
+/// Callee audio events written before one flush, at most.
+const BATCH: usize = 32;
 
 pub enum ModelLegMsg {
     /// A client event for the model.
@@ -47,8 +57,8 @@ pub struct ModelLegArgs {
     pub call: ActorRef<CallMsg>,
     /// Agent audio towards the Twilio leg.
     pub to_twilio: mpsc::Sender<ToTwilio>,
-    /// Callee audio (`input_audio_buffer.append` JSON) from the Twilio leg.
-    pub from_twilio: mpsc::Receiver<String>,
+    /// Callee audio payloads from the Twilio leg.
+    pub from_twilio: mpsc::Receiver<Payload>,
 }
 
 pub struct ModelLeg;
@@ -58,6 +68,8 @@ type LastLinesRequest = (Option<(String, u64)>, RpcReplyPort<Vec<Line>>);
 type DrainWait = std::pin::Pin<
     Box<dyn std::future::Future<Output = (String, Result<bool, oneshot::error::RecvError>)> + Send>,
 >;
+/// A barge-in marker: resolves with the cut item and the ms of it heard, if one was playing.
+type CutWait = oneshot::Receiver<Option<(String, u64)>>;
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 enum Ctl {
@@ -74,32 +86,6 @@ pub struct ModelLegState {
     /// Connects, then reads and writes until the socket ends; it owns both halves, and dies
     /// with the leg even if the leg is killed.
     session: Option<AbortOnDropHandle<()>>,
-}
-
-#[derive(Deserialize)]
-struct Head<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-}
-
-#[derive(Deserialize)]
-struct ItemText<'a> {
-    #[serde(borrow)]
-    item_id: Cow<'a, str>,
-    #[serde(default, borrow)]
-    delta: Cow<'a, str>,
-    #[serde(default, borrow)]
-    transcript: Cow<'a, str>,
-    #[serde(default)]
-    audio_end_ms: u64,
-}
-
-#[derive(Deserialize)]
-struct AudioDelta<'a> {
-    #[serde(borrow)]
-    item_id: Cow<'a, str>,
-    #[serde(borrow)]
-    delta: Cow<'a, str>,
 }
 
 impl Actor for ModelLeg {
@@ -121,11 +107,17 @@ impl Actor for ModelLeg {
         let (last_lines, last_lines_rx) = mpsc::channel::<LastLinesRequest>(4);
         let stop_reading = CancellationToken::new();
         let stop = stop_reading.clone();
+        let truncate = control.clone();
         let session = AbortOnDropHandle::new(tokio::spawn(async move {
             let call = args.call.clone();
+            let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                .read_buffer_size(crate::call::SOCKET_BUFFER)
+                .write_buffer_size(crate::call::SOCKET_BUFFER);
+            let connect =
+                tokio_tungstenite::connect_async_with_config(request, Some(config), false);
             let connected = tokio::select! {
                 _ = stop.cancelled() => return,
-                c = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request)) => c,
+                c = tokio::time::timeout(CONNECT_TIMEOUT, connect) => c,
             };
             let ws = match connected {
                 Ok(Ok((ws, _))) => ws,
@@ -154,7 +146,7 @@ impl Actor for ModelLeg {
             // the close frame still goes out when the call lets go.
             tokio::join!(
                 write(sink, control_rx, args.from_twilio),
-                read(stream, call, args.to_twilio, last_lines_rx, stop),
+                read(stream, call, args.to_twilio, last_lines_rx, stop, truncate),
             );
         }));
         Ok(ModelLegState {
@@ -219,22 +211,35 @@ impl Actor for ModelLeg {
 async fn write(
     mut sink: SplitSink<Ws, Message>,
     mut control_rx: mpsc::Receiver<Ctl>,
-    mut from_twilio: mpsc::Receiver<String>,
+    mut from_twilio: mpsc::Receiver<Payload>,
 ) {
     let mut media_gone = false;
+    let mut appender = Appender::default();
     loop {
-        let text = tokio::select! {
+        let fed = tokio::select! {
             biased;
             c = control_rx.recv() => match c {
-                Some(Ctl::Send(t)) => t,
+                Some(Ctl::Send(t)) => sink.feed(Message::text(t)).await,
                 Some(Ctl::Close) | None => break,
             },
             a = from_twilio.recv(), if !media_gone => match a {
-                Some(t) => t,
+                Some(first) => {
+                    // Everything already waiting goes out in one flush.
+                    let mut next = Some(first);
+                    let mut n = 0;
+                    let mut fed = Ok(());
+                    while let Some(p) = next.take() {
+                        fed = sink.feed(audio_event(appender.append(p.as_bytes()))).await;
+                        n += 1;
+                        if fed.is_err() { break; }
+                        if n < BATCH { next = from_twilio.try_recv().ok(); }
+                    }
+                    fed
+                }
                 None => { media_gone = true; continue; }
             },
         };
-        if sink.send(Message::text(text)).await.is_err() {
+        if fed.is_err() || sink.flush().await.is_err() {
             return;
         }
     }
@@ -246,6 +251,13 @@ async fn write(
     let _ = sink.close().await;
 }
 
+/// A text frame of what [`Appender`] wrote (always UTF-8: JSON around base64).
+fn audio_event(b: bytes::Bytes) -> Message {
+    Message::Text(
+        tokio_tungstenite::tungstenite::Utf8Bytes::try_from(b).unwrap_or_else(|_| "".into()),
+    )
+}
+
 /// Reads server events until the socket ends or the leg stops, then says why to the call.
 async fn read(
     mut stream: SplitStream<Ws>,
@@ -253,11 +265,16 @@ async fn read(
     to_twilio: mpsc::Sender<ToTwilio>,
     mut last_lines_rx: mpsc::Receiver<LastLinesRequest>,
     stop: CancellationToken,
+    truncate: mpsc::Sender<Ctl>,
 ) {
     let mut spoken = Spoken::default();
     // Drain markers behind each finished item's audio: they resolve when it has played
     // (`true`) or a barge-in cleared it (`false`, a truncate follows).
     let mut drains: FuturesUnordered<DrainWait> = FuturesUnordered::new();
+    // Barge-in markers behind the agent audio queued when the callee started talking.
+    let mut cuts: FuturesUnordered<CutWait> = FuturesUnordered::new();
+    // The id of the item whose audio is streaming, shared by all its chunks.
+    let mut item: Option<Arc<str>> = None;
     let said = |line: Line| {
         let _ = call.cast(CallMsg::Model(ModelEvent::AgentSaid {
             text: line.text,
@@ -274,6 +291,16 @@ async fn read(
                 }
                 continue;
             }
+            Some(cut) = cuts.next(), if !cuts.is_empty() => {
+                // Cut the agent at what the callee actually heard.
+                if let Ok(Some((item_id, audio_end_ms))) = cut {
+                    let ev = ToModel::Truncate { item_id, audio_end_ms };
+                    if truncate.try_send(Ctl::Send(ev.to_json())).is_err() {
+                        tracing::warn!("the model socket is not taking events; a truncate was dropped");
+                    }
+                }
+                continue;
+            }
             Some((playing, reply)) = last_lines_rx.recv() => {
                 let _ = reply.send(spoken.last_lines(playing));
                 continue;
@@ -282,7 +309,7 @@ async fn read(
         let Some(msg) = msg else {
             break "the model connection closed".to_owned();
         };
-        let text = match msg {
+        let frame = match msg {
             Ok(Message::Text(t)) => t,
             Ok(Message::Close(frame)) => {
                 break match frame {
@@ -297,48 +324,46 @@ async fn read(
             Ok(_) => continue,
             Err(e) => break format!("the model connection failed: {e}"),
         };
-        let Ok(head) = serde_json::from_str::<Head>(text.as_str()) else {
+        let Ok(ev) = wire::parse(frame.as_str()) else {
             tracing::warn!("unparseable model event ignored");
             continue;
         };
-        match head.kind.as_ref() {
+        match ev.kind.as_ref() {
             "response.output_audio.delta" => {
-                let Ok(d) = serde_json::from_str::<AudioDelta>(text.as_str()) else {
-                    continue;
+                let id = match &item {
+                    Some(i) if **i == *ev.item_id => i.clone(),
+                    _ => item.insert(Arc::from(ev.item_id.as_ref())).clone(),
                 };
-                spoken.audio(&d.item_id, &d.delta);
-                let out = ToTwilio::Audio {
-                    item_id: d.item_id.into_owned(),
-                    payload: d.delta.into_owned(),
-                };
+                let bytes = bytes::Bytes::from(frame.clone());
+                let payload = Payload::within(&bytes, frame.as_str(), &ev.delta);
+                spoken.audio(&id, payload.decoded_len());
+                let out = ToTwilio::Audio { item: id, payload };
                 if to_twilio.send(out).await.is_err() {
                     break "the media leg is gone".to_owned();
                 }
             }
-            kind @ ("response.output_audio_transcript.delta"
-            | "response.output_audio_transcript.done"
-            | "conversation.item.truncated") => {
-                let Ok(t) = serde_json::from_str::<ItemText>(text.as_str()) else {
-                    continue;
-                };
-                match kind {
-                    "response.output_audio_transcript.delta" => {
-                        spoken.transcript_delta(&t.item_id, &t.delta)
-                    }
-                    "response.output_audio_transcript.done" => {
-                        spoken.done(&t.item_id, &t.transcript);
-                        let (tx, rx) = oneshot::channel();
-                        if to_twilio.send(ToTwilio::Drain(tx)).await.is_err() {
-                            break "the media leg is gone".to_owned();
-                        }
-                        let item = t.item_id.into_owned();
-                        drains.push(Box::pin(async move { (item, rx.await) }));
-                    }
-                    _ => spoken
-                        .truncated(&t.item_id, t.audio_end_ms)
-                        .into_iter()
-                        .for_each(said),
+            "response.output_audio_transcript.delta" => {
+                spoken.transcript_delta(&ev.item_id, &ev.delta)
+            }
+            "response.output_audio_transcript.done" => {
+                spoken.done(&ev.item_id, &ev.transcript);
+                let (tx, rx) = oneshot::channel();
+                if to_twilio.send(ToTwilio::Drain(tx)).await.is_err() {
+                    break "the media leg is gone".to_owned();
                 }
+                let item = ev.item_id.into_owned();
+                drains.push(Box::pin(async move { (item, rx.await) }));
+            }
+            "conversation.item.truncated" => spoken
+                .truncated(&ev.item_id, ev.audio_end_ms)
+                .into_iter()
+                .for_each(said),
+            "input_audio_buffer.speech_started" => {
+                let (tx, rx) = oneshot::channel();
+                if to_twilio.send(ToTwilio::BargeIn(tx)).await.is_err() {
+                    break "the media leg is gone".to_owned();
+                }
+                cuts.push(rx);
             }
             kind => {
                 match kind {
@@ -351,7 +376,7 @@ async fn read(
                     "response.done" => spoken.response_done(),
                     _ => {}
                 }
-                if let Some(ev) = control_event(kind, text.as_str(), &to_twilio).await {
+                if let Some(ev) = control_event(kind, frame.as_str(), &to_twilio).await {
                     let _ = call.cast(CallMsg::Model(ev));
                 }
             }
@@ -417,7 +442,6 @@ async fn control_event(
     to_twilio: &mpsc::Sender<ToTwilio>,
 ) -> Option<ModelEvent> {
     match kind {
-        "input_audio_buffer.speech_started" => Some(ModelEvent::SpeechStarted),
         "conversation.item.input_audio_transcription.completed" => {
             let t: TranscriptionDone = serde_json::from_str(text).ok()?;
             Some(ModelEvent::CalleeSaid(t.transcript.into_owned()))

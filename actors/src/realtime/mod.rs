@@ -3,6 +3,7 @@
 
 pub mod leg;
 pub mod spoken;
+pub mod wire;
 
 use serde_json::json;
 
@@ -127,29 +128,12 @@ impl ToModel {
     }
 }
 
-/// `input_audio_buffer.append` around a base64 payload exactly as the carrier sent it: one
-/// allocation, no decode.
-pub fn input_audio_append(payload: &str) -> String {
-    const HEAD: &str = r#"{"type":"input_audio_buffer.append","audio":""#;
-    const TAIL: &str = r#""}"#;
-    let mut out = String::with_capacity(HEAD.len() + payload.len() + TAIL.len());
-    out.push_str(HEAD);
-    out.push_str(payload);
-    out.push_str(TAIL);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn client_events_are_ga_json() {
-        let v: serde_json::Value = serde_json::from_str(&input_audio_append("f/9/fw==")).unwrap();
-        assert_eq!(
-            v,
-            json!({"type": "input_audio_buffer.append", "audio": "f/9/fw=="})
-        );
         let t: serde_json::Value = serde_json::from_str(
             &ToModel::Truncate {
                 item_id: "item_1".into(),

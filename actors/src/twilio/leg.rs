@@ -1,41 +1,42 @@
 //! TwilioLeg: owns one Media Streams WebSocket (the engine is the server; Twilio connects).
 //!
-//! The reader forwards callee audio to the model as `input_audio_buffer.append` without
-//! decoding it; the writer forwards agent audio as `media` and follows each chunk with a
-//! `mark` named `{epoch}:{bytes}:{item}`, so mark echoes say exactly how much of which item
-//! the callee has heard (8 bytes = 1 ms). A `clear` bumps the epoch, so echoes of marks it
-//! flushed cannot be mistaken for playback.
+//! The reader forwards callee audio to the model leg as the payload inside the frame it came
+//! in (no copy, no decode); the writer forwards agent audio as `media`, and marks it (see
+//! [`super::playback`]) so mark echoes say how much of which item the callee has heard. The
+//! model leg's barge-in travels in order with the audio, so a `clear` cuts exactly what was
+//! queued before the callee spoke, never the first words of the next item. What is ready is
+//! written together and flushed once.
 //!
 //! The call's agent audio (`mpsc::Receiver<ToTwilio>`) is owned by one stream at a time: it
 //! moves into this leg (at spawn, or later with [`TwilioLegMsg::Audio`] when the previous
 //! stream lets go of it) and moves back out when the writer ends, so agent audio queued
 //! between two streams (keys pressed) waits for the next one and nothing is shared.
 
-use std::borrow::Cow;
-
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use bytes::Bytes;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 
+use super::playback::{Playback, Verdict};
+use super::wire::{self, Inbound, MarkName, Outbound, Payload};
 use crate::call::messages::{CallMsg, MediaEvent, ToTwilio};
 
-/// Control messages queued for the writer; the leg actor waits when it is full.
+/// Control messages queued for the writer; what does not fit is answered at once.
 const CONTROL_QUEUE: usize = 16;
 /// How long a media socket may take to present its token in `start`: one that never does
 /// must not hold the call's place for its genuine stream.
 const START_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 /// Mark echoes queued from the reader for the writer.
 const MARK_QUEUE: usize = 256;
+/// Agent audio messages written before one flush, at most.
+const BATCH: usize = 32;
 
 pub enum TwilioLegMsg {
-    /// The callee started talking: if agent audio is still queued at Twilio, clear it and
-    /// answer with the item and how many ms of it were heard.
-    BargeIn(RpcReplyPort<Option<(String, u64)>>),
     /// The call is ending: which item is playing and how many ms of it were heard, if any.
     Heard(RpcReplyPort<Option<(String, u64)>>),
     /// The call's agent audio, released by the stream this one replaces.
@@ -48,8 +49,8 @@ pub struct TwilioLegArgs {
     pub socket: WebSocket,
     pub token: String,
     pub call: ActorRef<CallMsg>,
-    /// Callee audio, as `input_audio_buffer.append` JSON, towards the model leg.
-    pub to_model: mpsc::Sender<String>,
+    /// Callee audio payloads, towards the model leg.
+    pub to_model: mpsc::Sender<Payload>,
     /// The call's agent audio, when no earlier stream still holds it.
     pub from_model: Option<mpsc::Receiver<ToTwilio>>,
 }
@@ -68,80 +69,18 @@ pub struct TwilioLegState {
 }
 
 enum Ctl {
-    BargeIn(RpcReplyPort<Option<(String, u64)>>),
     Heard(RpcReplyPort<Option<(String, u64)>>),
     Audio(mpsc::Receiver<ToTwilio>),
     Close,
 }
 
-#[derive(Deserialize)]
-struct Head<'a> {
-    #[serde(borrow)]
-    event: Cow<'a, str>,
-}
-
-#[derive(Deserialize)]
-struct MediaMsg<'a> {
-    #[serde(borrow)]
-    media: MediaBody<'a>,
-}
-
-#[derive(Deserialize)]
-struct MediaBody<'a> {
-    #[serde(borrow)]
-    payload: Cow<'a, str>,
-}
-
-#[derive(Deserialize)]
-struct StartMsg<'a> {
-    #[serde(borrow, rename = "streamSid", default)]
-    stream_sid: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    start: StartBody<'a>,
-}
-
-#[derive(Deserialize)]
-struct StartBody<'a> {
-    #[serde(borrow, rename = "streamSid", default)]
-    stream_sid: Option<Cow<'a, str>>,
-    #[serde(borrow, rename = "customParameters", default)]
-    custom_parameters: Option<Params<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Params<'a> {
-    #[serde(borrow, default)]
-    token: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct MarkMsg<'a> {
-    #[serde(borrow)]
-    mark: MarkBody<'a>,
-}
-
-#[derive(Deserialize)]
-struct MarkBody<'a> {
-    #[serde(borrow)]
-    name: Cow<'a, str>,
-}
-
-#[derive(Deserialize)]
-struct DtmfMsg<'a> {
-    #[serde(borrow)]
-    dtmf: DtmfBody<'a>,
-}
-
-#[derive(Deserialize)]
-struct DtmfBody<'a> {
-    #[serde(borrow)]
-    digit: Cow<'a, str>,
-}
-
 /// Why a `start` is refused: said in the log (never the token itself).
-fn check_start(start: &StartMsg<'_>, token: &str) -> Result<String, &'static str> {
-    let given = start
+fn check_start(start: &Inbound<'_>, token: &str) -> Result<String, &'static str> {
+    let body = start
         .start
+        .as_ref()
+        .ok_or("the start message is malformed")?;
+    let given = body
         .custom_parameters
         .as_ref()
         .and_then(|p| p.token.as_deref())
@@ -152,8 +91,7 @@ fn check_start(start: &StartMsg<'_>, token: &str) -> Result<String, &'static str
     if token.is_empty() || !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
         return Err("the token is wrong or already used");
     }
-    let sid = start
-        .start
+    let sid = body
         .stream_sid
         .as_deref()
         .or(start.stream_sid.as_deref())
@@ -164,23 +102,16 @@ fn check_start(start: &StartMsg<'_>, token: &str) -> Result<String, &'static str
     Ok(sid.to_owned())
 }
 
-/// The item playing and how many ms of it were heard (played bytes, 8 per ms; never more
-/// than was sent).
-fn heard_so_far(item: &str, played: u64, sent: u64) -> (String, u64) {
-    (item.to_owned(), played.min(sent) / 8)
-}
-
-/// Decoded length of standard base64 text, without decoding it.
-fn b64_len(s: &str) -> u64 {
-    let pad = s.bytes().rev().take_while(|b| *b == b'=').count();
-    (s.len() / 4 * 3).saturating_sub(pad) as u64
-}
-
 fn close(code: u16, reason: &'static str) -> Message {
     Message::Close(Some(CloseFrame {
         code,
         reason: reason.into(),
     }))
+}
+
+/// A text frame of what [`Outbound`] wrote (always UTF-8: JSON around base64 and ids).
+fn text(b: Bytes) -> Message {
+    Message::Text(Utf8Bytes::try_from(b).unwrap_or_else(|_| Utf8Bytes::from_static("")))
 }
 
 type Sink = SplitSink<WebSocket, Message>;
@@ -208,7 +139,7 @@ impl Actor for TwilioLeg {
         let (sink, stream) = args.socket.split();
         let (control, control_rx) = mpsc::channel::<Ctl>(CONTROL_QUEUE);
         let (sid_tx, sid_rx) = oneshot::channel::<Started>();
-        let (mark_tx, mark_rx) = mpsc::channel::<String>(MARK_QUEUE);
+        let (mark_tx, mark_rx) = mpsc::channel::<MarkName>(MARK_QUEUE);
         let reader = AbortOnDropHandle::new(tokio::spawn(read(
             stream,
             args.call.clone(),
@@ -241,7 +172,6 @@ impl Actor for TwilioLeg {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let ctl = match msg {
-            TwilioLegMsg::BargeIn(reply) => Ctl::BargeIn(reply),
             TwilioLegMsg::Heard(reply) => Ctl::Heard(reply),
             TwilioLegMsg::Audio(rx) => Ctl::Audio(rx),
         };
@@ -256,8 +186,8 @@ impl Actor for TwilioLeg {
                 let _ = state.call.cast(CallMsg::AudioReleased(state.stream, rx));
             }
             Err(
-                mpsc::error::TrySendError::Full(Ctl::BargeIn(r) | Ctl::Heard(r))
-                | mpsc::error::TrySendError::Closed(Ctl::BargeIn(r) | Ctl::Heard(r)),
+                mpsc::error::TrySendError::Full(Ctl::Heard(r))
+                | mpsc::error::TrySendError::Closed(Ctl::Heard(r)),
             ) => {
                 let _ = r.send(None);
             }
@@ -301,12 +231,12 @@ async fn read(
     call: ActorRef<CallMsg>,
     stream_no: u64,
     token: String,
-    to_model: mpsc::Sender<String>,
+    to_model: mpsc::Sender<Payload>,
     sid_tx: oneshot::Sender<Started>,
-    mark_tx: mpsc::Sender<String>,
+    mark_tx: mpsc::Sender<MarkName>,
 ) {
     let mut sid_tx = Some(sid_tx);
-    let start_by = tokio::time::Instant::now() + START_DEADLINE;
+    let start_by = Instant::now() + START_DEADLINE;
     let ev = loop {
         let next = if sid_tx.is_some() {
             match tokio::time::timeout_at(start_by, stream.next()).await {
@@ -325,33 +255,26 @@ async fn read(
         let Some(Ok(msg)) = next else {
             break MediaEvent::Dropped;
         };
-        let text = match msg {
+        let frame = match msg {
             Message::Text(t) => t,
             Message::Close(_) => break MediaEvent::Dropped,
             _ => continue,
         };
-        let Ok(head) = serde_json::from_str::<Head>(text.as_str()) else {
+        let Ok(m) = wire::parse(frame.as_str()) else {
             continue;
         };
         let started = sid_tx.is_none();
-        match head.event.as_ref() {
+        match m.event.as_ref() {
             "media" if started => {
-                let Ok(m) = serde_json::from_str::<MediaMsg>(text.as_str()) else {
-                    continue;
-                };
-                if to_model
-                    .send(crate::realtime::input_audio_append(&m.media.payload))
-                    .await
-                    .is_err()
-                {
+                let Some(media) = &m.media else { continue };
+                let bytes = Bytes::from(frame.clone());
+                let payload = Payload::within(&bytes, frame.as_str(), &media.payload);
+                if to_model.send(payload).await.is_err() {
                     break MediaEvent::Dropped;
                 }
             }
             "start" if !started => {
-                let checked = serde_json::from_str::<StartMsg>(text.as_str())
-                    .map_err(|_| "the start message is malformed")
-                    .and_then(|s| check_start(&s, &token));
-                let stream_sid = match checked {
+                let stream_sid = match check_start(&m, &token) {
                     Ok(sid) => sid,
                     Err(why) => {
                         tracing::warn!(stream = stream_no, "media socket refused: {why}");
@@ -367,15 +290,15 @@ async fn read(
                 ));
             }
             "mark" => {
-                if let Ok(m) = serde_json::from_str::<MarkMsg>(text.as_str())
-                    && mark_tx.send(m.mark.name.into_owned()).await.is_err()
+                if let Some(name) = m.mark.as_ref().and_then(|k| MarkName::parse(&k.name))
+                    && mark_tx.send(name).await.is_err()
                 {
                     break MediaEvent::Dropped;
                 }
             }
             "dtmf" => {
-                if let Ok(d) = serde_json::from_str::<DtmfMsg>(text.as_str()) {
-                    let digit = d.dtmf.digit.into_owned();
+                if let Some(d) = &m.dtmf {
+                    let digit = d.digit.clone().into_owned();
                     let _ = call.cast(CallMsg::Media(stream_no, MediaEvent::Dtmf(digit)));
                 }
             }
@@ -390,70 +313,6 @@ async fn read(
     let _ = call.cast(CallMsg::Media(stream_no, ev));
 }
 
-/// Where agent audio stands on this stream.
-#[derive(Default)]
-struct Playback {
-    epoch: u64,
-    item: String,
-    sent: u64,
-    played: u64,
-    /// Marks sent and not yet echoed.
-    pending: usize,
-    drains: Vec<oneshot::Sender<bool>>,
-    /// The last barge-in's cut, until audio of another item comes: the cut item's late
-    /// audio is dropped, and if the call ends before the model confirms the truncate, the
-    /// cut is still known.
-    cut: Option<(String, u64)>,
-}
-
-impl Playback {
-    fn playing(&self) -> bool {
-        self.pending > 0 && !self.item.is_empty()
-    }
-
-    fn heard(&self) -> Option<(String, u64)> {
-        if self.playing() {
-            Some(heard_so_far(&self.item, self.played, self.sent))
-        } else {
-            self.cut.clone()
-        }
-    }
-
-    fn on_mark(&mut self, name: &str) {
-        let mut parts = name.splitn(3, ':');
-        let (Some(e), Some(bytes), Some(it)) = (parts.next(), parts.next(), parts.next()) else {
-            return;
-        };
-        if e.parse::<u64>().ok() != Some(self.epoch) {
-            return;
-        }
-        if it == self.item
-            && let Ok(b) = bytes.parse::<u64>()
-        {
-            self.played = self.played.max(b);
-        }
-        self.pending = self.pending.saturating_sub(1);
-        if self.pending == 0 {
-            for d in self.drains.drain(..) {
-                let _ = d.send(true);
-            }
-        }
-    }
-
-    /// A clear: what was queued will not play. Answers what was heard of the cut item.
-    fn clear(&mut self) -> (String, u64) {
-        let heard = heard_so_far(&self.item, self.played, self.sent);
-        self.cut = Some(heard.clone());
-        self.epoch += 1;
-        self.pending = 0;
-        self.item.clear();
-        for d in self.drains.drain(..) {
-            let _ = d.send(false);
-        }
-        heard
-    }
-}
-
 /// Writes to Twilio: nothing before `start` names the stream, then agent audio with marks,
 /// clears on barge-in, and a close frame at the end (1000, or 1008 for a refused token).
 /// Returns the agent audio it held, so the call's next stream can take it.
@@ -461,7 +320,7 @@ async fn write(
     mut sink: Sink,
     mut control_rx: mpsc::Receiver<Ctl>,
     mut sid_rx: oneshot::Receiver<Started>,
-    mut mark_rx: mpsc::Receiver<String>,
+    mut mark_rx: mpsc::Receiver<MarkName>,
     mut from_model: Option<mpsc::Receiver<ToTwilio>>,
 ) -> Option<mpsc::Receiver<ToTwilio>> {
     let sid = loop {
@@ -485,7 +344,7 @@ async fn write(
             },
             c = control_rx.recv() => match c {
                 Some(Ctl::Audio(rx)) => from_model = Some(rx),
-                Some(Ctl::BargeIn(r) | Ctl::Heard(r)) => { let _ = r.send(None); }
+                Some(Ctl::Heard(r)) => { let _ = r.send(None); }
                 Some(Ctl::Close) | None => {
                     let _ = sink.send(close(1000, "call ended")).await;
                     let _ = sink.close().await;
@@ -494,23 +353,18 @@ async fn write(
             },
         }
     };
-    let mut p = Playback::default();
+    let mut out = Agent {
+        sid,
+        playback: Playback::default(),
+        wire: Outbound::default(),
+    };
     // The model leg has ended (its sender is gone): keep serving control until Close.
     let mut model_gone = false;
     loop {
         tokio::select! {
             biased;
             c = control_rx.recv() => match c {
-                Some(Ctl::BargeIn(reply)) => {
-                    if !p.playing() {
-                        let _ = reply.send(None);
-                        continue;
-                    }
-                    let msg = format!(r#"{{"event":"clear","streamSid":"{sid}"}}"#);
-                    if sink.send(Message::Text(msg.into())).await.is_err() { break; }
-                    let _ = reply.send(Some(p.clear()));
-                }
-                Some(Ctl::Heard(reply)) => { let _ = reply.send(p.heard()); }
+                Some(Ctl::Heard(reply)) => { let _ = reply.send(out.playback.heard(Instant::now())); }
                 Some(Ctl::Audio(rx)) => { from_model = Some(rx); model_gone = false; }
                 Some(Ctl::Close) | None => {
                     let _ = sink.send(close(1000, "call ended")).await;
@@ -518,32 +372,25 @@ async fn write(
                     break;
                 }
             },
-            Some(name) = mark_rx.recv() => p.on_mark(&name),
+            Some(name) = mark_rx.recv() => out.playback.echo(name, Instant::now()),
             a = recv_audio(&mut from_model), if !model_gone && from_model.is_some() => match a {
-                Some(ToTwilio::Audio { item_id, payload }) => {
-                    // The rest of a line the callee cut off must not play: the model
-                    // sent it before it learnt of the barge-in.
-                    if p.cut.as_ref().is_some_and(|(c, _)| *c == item_id) { continue; }
-                    p.cut = None;
-                    if item_id != p.item {
-                        p.item = item_id;
-                        p.sent = 0;
-                        p.played = 0;
+                Some(first) => {
+                    // Everything already waiting goes out in one flush.
+                    let mut next = Some(first);
+                    let mut n = 0;
+                    let mut failed = false;
+                    while let Some(m) = next.take() {
+                        if out.feed(m, &mut sink).await.is_err() {
+                            failed = true;
+                            break;
+                        }
+                        n += 1;
+                        if n < BATCH {
+                            next = from_model.as_mut().and_then(|rx| rx.try_recv().ok());
+                        }
                     }
-                    p.sent += b64_len(&payload);
-                    let mut media = String::with_capacity(payload.len() + 96);
-                    media.push_str(r#"{"event":"media","streamSid":""#);
-                    media.push_str(&sid);
-                    media.push_str(r#"","media":{"payload":""#);
-                    media.push_str(&payload);
-                    media.push_str(r#""}}"#);
-                    let mark = format!(r#"{{"event":"mark","streamSid":"{sid}","mark":{{"name":"{}:{}:{}"}}}}"#, p.epoch, p.sent, p.item);
-                    // Both go out in one flush.
-                    if sink.feed(Message::Text(media.into())).await.is_err() { break; }
-                    if sink.send(Message::Text(mark.into())).await.is_err() { break; }
-                    p.pending += 1;
+                    if failed || sink.flush().await.is_err() { break; }
                 }
-                Some(ToTwilio::Drain(tx)) => if p.pending == 0 { let _ = tx.send(true); } else { p.drains.push(tx); },
                 None => model_gone = true,
             },
         }
@@ -551,21 +398,50 @@ async fn write(
     if model_gone { None } else { from_model }
 }
 
+/// The writer's side of agent audio on this stream.
+struct Agent {
+    sid: String,
+    playback: Playback,
+    wire: Outbound,
+}
+
+impl Agent {
+    /// Queues what one message from the model leg asks for on the socket, unflushed.
+    async fn feed(&mut self, m: ToTwilio, sink: &mut Sink) -> Result<(), axum::Error> {
+        let now = Instant::now();
+        match m {
+            ToTwilio::Audio { item, payload } => {
+                match self.playback.audio(&item, payload.decoded_len(), now) {
+                    Verdict::Drop => {}
+                    Verdict::Play(mark) => {
+                        sink.feed(text(self.wire.media(&self.sid, payload.as_bytes())))
+                            .await?;
+                        if let Some(mark) = mark {
+                            sink.feed(text(self.wire.mark(&self.sid, mark))).await?;
+                        }
+                    }
+                }
+            }
+            ToTwilio::Drain(tx) => {
+                if let Some(mark) = self.playback.drain(tx) {
+                    sink.feed(text(self.wire.mark(&self.sid, mark))).await?;
+                }
+            }
+            ToTwilio::BargeIn(reply) => {
+                let cut = self.playback.clear(now);
+                if cut.is_some() {
+                    sink.feed(text(self.wire.clear(&self.sid))).await?;
+                }
+                let _ = reply.send(cut);
+            }
+        }
+        Ok(())
+    }
+}
+
 async fn recv_audio(rx: &mut Option<mpsc::Receiver<ToTwilio>>) -> Option<ToTwilio> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn base64_length_without_decoding() {
-        use base64::Engine as _;
-        for n in [0usize, 1, 2, 3, 159, 160, 800] {
-            let s = base64::engine::general_purpose::STANDARD.encode(vec![7u8; n]);
-            assert_eq!(super::b64_len(&s), n as u64);
-        }
     }
 }
