@@ -21,13 +21,13 @@ use crate::data::{
 };
 use crate::error::root_cause;
 use crate::events::EventBus;
+use crate::realtime::input::ModelInput;
 use crate::realtime::{
     self, ToModel,
     leg::{ModelLeg, ModelLegArgs, ModelLegMsg},
 };
 use crate::twilio::leg::{TwilioLeg, TwilioLegArgs, TwilioLegMsg};
 use crate::twilio::rest::{CreateCall, TwilioRest};
-use crate::twilio::wire::Payload;
 use crate::twilio::{twiml, urls};
 
 /// Audio frames that may queue between the legs before the sender waits (~10 s of 20 ms frames).
@@ -79,12 +79,13 @@ pub struct CallActorState {
     /// The model session is open, so it can say which agent lines are still held.
     model_ready: bool,
     twilio: Option<ActorRef<TwilioLegMsg>>,
-    to_model_tx: mpsc::Sender<Payload>,
+    /// The model socket's input, which each media stream writes callee audio to.
+    model_input: ModelInput,
     /// The call's agent audio while no media stream holds it (before the first, and
     /// between two when keys are pressed). It moves into a stream's leg and back out.
     from_model: Option<mpsc::Receiver<ToTwilio>>,
     /// Waits for the model leg to hand over its half of the channels.
-    model_args: Option<(mpsc::Sender<ToTwilio>, mpsc::Receiver<Payload>)>,
+    model_args: Option<mpsc::Sender<ToTwilio>>,
     stream_started: Option<Instant>,
     /// The max-duration and restream timers; aborted when the call stops.
     timers: Vec<Timer>,
@@ -175,7 +176,6 @@ impl Actor for CallActor {
         _me: ActorRef<CallMsg>,
         a: CallArgs,
     ) -> Result<CallActorState, ActorProcessingErr> {
-        let (to_model_tx, to_model_rx) = mpsc::channel(AUDIO_QUEUE);
         let (to_twilio_tx, from_model_rx) = mpsc::channel(AUDIO_QUEUE);
         let span = tracing::info_span!("call", id = %a.id);
         Ok(CallActorState {
@@ -192,9 +192,9 @@ impl Actor for CallActor {
             model: None,
             model_ready: false,
             twilio: None,
-            to_model_tx,
+            model_input: ModelInput::default(),
             from_model: Some(from_model_rx),
-            model_args: Some((to_twilio_tx, to_model_rx)),
+            model_args: Some(to_twilio_tx),
             stream_started: None,
             timers: Vec::new(),
             stream_live: false,
@@ -216,7 +216,7 @@ impl Actor for CallActor {
     ) -> Result<(), ActorProcessingErr> {
         // Open the model session while the phone rings, so the agent can greet at once. The
         // leg connects in its own task: this mailbox stays free for a cancel meanwhile.
-        let (to_twilio, from_twilio) = s.model_args.take().expect("set in pre_start");
+        let to_twilio = s.model_args.take().expect("set in pre_start");
         let args = ModelLegArgs {
             url: format!(
                 "{}?model={}",
@@ -226,7 +226,7 @@ impl Actor for CallActor {
             session_update: realtime::session_update(&s.config, &s.request),
             call: me.clone(),
             to_twilio,
-            from_twilio,
+            input: s.model_input.clone(),
         };
         let span = s.span.clone();
         match Actor::spawn_linked(None, ModelLeg, args, me.get_cell())
@@ -417,7 +417,7 @@ impl CallActor {
                     socket: *socket,
                     token: s.token.clone(),
                     call: me.clone(),
-                    to_model: s.to_model_tx.clone(),
+                    to_model: s.model_input.clone(),
                     from_model: s.from_model.take(),
                 };
                 match Actor::spawn_linked(None, TwilioLeg, args, me.get_cell()).await {

@@ -12,23 +12,22 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::stream::{FuturesUnordered, SplitSink, SplitStream};
+use futures_util::stream::{FuturesUnordered, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::ToModel;
-use super::wire::{self, Appender};
+use super::input::{ModelInput, Ws};
+use super::wire;
 use crate::call::messages::{CallMsg, ModelEvent, ToTwilio};
 use crate::data::Usage;
 use crate::error::root_cause;
@@ -39,8 +38,6 @@ use crate::twilio::wire::Payload;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Control messages queued for the writer; the leg actor waits when it is full.
 const CONTROL_QUEUE: usize = 64;
-/// Callee audio events written before one flush, at most.
-const BATCH: usize = 32;
 
 pub enum ModelLegMsg {
     /// A client event for the model.
@@ -57,8 +54,9 @@ pub struct ModelLegArgs {
     pub call: ActorRef<CallMsg>,
     /// Agent audio towards the Twilio leg.
     pub to_twilio: mpsc::Sender<ToTwilio>,
-    /// Callee audio payloads from the Twilio leg.
-    pub from_twilio: mpsc::Receiver<Payload>,
+    /// The socket's write half, opened here once connected; the Twilio leg writes callee
+    /// audio to it.
+    pub input: ModelInput,
 }
 
 pub struct ModelLeg;
@@ -70,7 +68,6 @@ type DrainWait = std::pin::Pin<
 >;
 /// A barge-in marker: resolves with the cut item and the ms of it heard, if one was playing.
 type CutWait = oneshot::Receiver<Option<(String, u64)>>;
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 enum Ctl {
     Send(String),
@@ -108,6 +105,7 @@ impl Actor for ModelLeg {
         let stop_reading = CancellationToken::new();
         let stop = stop_reading.clone();
         let truncate = control.clone();
+        let input = args.input;
         let session = AbortOnDropHandle::new(tokio::spawn(async move {
             let call = args.call.clone();
             let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
@@ -123,6 +121,7 @@ impl Actor for ModelLeg {
                 Ok(Ok((ws, _))) => ws,
                 Ok(Err(e)) => {
                     let reason = format!("could not open the model session: {}", root_cause(&e));
+                    input.close(Message::Close(None)).await;
                     let _ = call.cast(CallMsg::Model(ModelEvent::Closed(reason)));
                     return;
                 }
@@ -131,12 +130,20 @@ impl Actor for ModelLeg {
                         "could not open the model session: the model endpoint did not answer within {} s",
                         CONNECT_TIMEOUT.as_secs()
                     );
+                    input.close(Message::Close(None)).await;
                     let _ = call.cast(CallMsg::Model(ModelEvent::Closed(reason)));
                     return;
                 }
             };
             let (mut sink, stream) = ws.split();
-            if let Err(e) = sink.send(Message::text(args.session_update)).await {
+            let opened = match sink.send(Message::text(args.session_update)).await {
+                Ok(()) => input.open(sink).await,
+                Err(e) => {
+                    input.close(Message::Close(None)).await;
+                    Err(e)
+                }
+            };
+            if let Err(e) = opened {
                 let reason = format!("the model connection failed: {e}");
                 let _ = call.cast(CallMsg::Model(ModelEvent::Closed(reason)));
                 return;
@@ -145,7 +152,7 @@ impl Actor for ModelLeg {
             // One task, both directions: the writer keeps going after the reader ends, so
             // the close frame still goes out when the call lets go.
             tokio::join!(
-                write(sink, control_rx, args.from_twilio),
+                write(&input, control_rx),
                 read(stream, call, args.to_twilio, last_lines_rx, stop, truncate),
             );
         }));
@@ -206,40 +213,11 @@ impl Actor for ModelLeg {
     }
 }
 
-/// Sends control events and callee audio until Close, then a normal close frame. Callee
-/// audio ending (the media leg gone) does not end it: the call still closes us properly.
-async fn write(
-    mut sink: SplitSink<Ws, Message>,
-    mut control_rx: mpsc::Receiver<Ctl>,
-    mut from_twilio: mpsc::Receiver<Payload>,
-) {
-    let mut media_gone = false;
-    let mut appender = Appender::default();
-    loop {
-        let fed = tokio::select! {
-            biased;
-            c = control_rx.recv() => match c {
-                Some(Ctl::Send(t)) => sink.feed(Message::text(t)).await,
-                Some(Ctl::Close) | None => break,
-            },
-            a = from_twilio.recv(), if !media_gone => match a {
-                Some(first) => {
-                    // Everything already waiting goes out in one flush.
-                    let mut next = Some(first);
-                    let mut n = 0;
-                    let mut fed = Ok(());
-                    while let Some(p) = next.take() {
-                        fed = sink.feed(audio_event(appender.append(p.as_bytes()))).await;
-                        n += 1;
-                        if fed.is_err() { break; }
-                        if n < BATCH { next = from_twilio.try_recv().ok(); }
-                    }
-                    fed
-                }
-                None => { media_gone = true; continue; }
-            },
-        };
-        if fed.is_err() || sink.flush().await.is_err() {
+/// Sends control events until Close, then a normal close frame. Callee audio goes to the
+/// socket without passing here (see [`ModelInput`]).
+async fn write(input: &ModelInput, mut control_rx: mpsc::Receiver<Ctl>) {
+    while let Some(Ctl::Send(t)) = control_rx.recv().await {
+        if input.send(t).await.is_err() {
             return;
         }
     }
@@ -247,15 +225,7 @@ async fn write(
         code: CloseCode::Normal,
         reason: "call ended".into(),
     };
-    let _ = sink.send(Message::Close(Some(frame))).await;
-    let _ = sink.close().await;
-}
-
-/// A text frame of what [`Appender`] wrote (always UTF-8: JSON around base64).
-fn audio_event(b: bytes::Bytes) -> Message {
-    Message::Text(
-        tokio_tungstenite::tungstenite::Utf8Bytes::try_from(b).unwrap_or_else(|_| "".into()),
-    )
+    input.close(Message::Close(Some(frame))).await;
 }
 
 /// Reads server events until the socket ends or the leg stops, then says why to the call.

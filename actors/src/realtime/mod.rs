@@ -1,6 +1,7 @@
 //! OpenAI Realtime, GA interface only (protocols/openai-realtime.md): the session the agent
 //! runs in, and the leg actor that owns the socket.
 
+pub mod input;
 pub mod leg;
 pub mod spoken;
 pub mod wire;

@@ -25,6 +25,7 @@ use tokio_util::task::AbortOnDropHandle;
 use super::playback::{Playback, Verdict};
 use super::wire::{self, Inbound, MarkName, Outbound, Payload};
 use crate::call::messages::{CallMsg, MediaEvent, ToTwilio};
+use crate::realtime::input::ModelInput;
 
 /// Control messages queued for the writer; what does not fit is answered at once.
 const CONTROL_QUEUE: usize = 16;
@@ -49,8 +50,8 @@ pub struct TwilioLegArgs {
     pub socket: WebSocket,
     pub token: String,
     pub call: ActorRef<CallMsg>,
-    /// Callee audio payloads, towards the model leg.
-    pub to_model: mpsc::Sender<Payload>,
+    /// The model socket's input: callee audio is written to it from here, with no hop.
+    pub to_model: ModelInput,
     /// The call's agent audio, when no earlier stream still holds it.
     pub from_model: Option<mpsc::Receiver<ToTwilio>>,
 }
@@ -231,7 +232,7 @@ async fn read(
     call: ActorRef<CallMsg>,
     stream_no: u64,
     token: String,
-    to_model: mpsc::Sender<Payload>,
+    to_model: ModelInput,
     sid_tx: oneshot::Sender<Started>,
     mark_tx: mpsc::Sender<MarkName>,
 ) {
@@ -269,9 +270,7 @@ async fn read(
                 let Some(media) = &m.media else { continue };
                 let bytes = Bytes::from(frame.clone());
                 let payload = Payload::within(&bytes, frame.as_str(), &media.payload);
-                if to_model.send(payload).await.is_err() {
-                    break MediaEvent::Dropped;
-                }
+                to_model.audio(payload).await;
             }
             "start" if !started => {
                 let stream_sid = match check_start(&m, &token) {
