@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::playback::{Playback, Verdict};
-use super::wire::{self, Inbound, MarkName, Outbound, Payload};
+use super::wire::{self, MarkName, Outbound, Payload};
 use crate::call::messages::{CallMsg, MediaEvent, ToTwilio};
 use crate::realtime::input::ModelInput;
 
@@ -76,11 +76,9 @@ enum Ctl {
 }
 
 /// Why a `start` is refused: said in the log (never the token itself).
-fn check_start(start: &Inbound<'_>, token: &str) -> Result<String, &'static str> {
-    let body = start
-        .start
-        .as_ref()
-        .ok_or("the start message is malformed")?;
+fn check_start(text: &str, token: &str) -> Result<String, &'static str> {
+    let start = wire::parse_start(text).map_err(|_| "the start message is malformed")?;
+    let body = &start.start;
     let given = body
         .custom_parameters
         .as_ref()
@@ -273,7 +271,7 @@ async fn read(
                 to_model.audio(payload).await;
             }
             "start" if !started => {
-                let stream_sid = match check_start(&m, &token) {
+                let stream_sid = match check_start(frame.as_str(), &token) {
                     Ok(sid) => sid,
                     Err(why) => {
                         tracing::warn!(stream = stream_no, "media socket refused: {why}");

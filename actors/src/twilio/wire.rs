@@ -7,8 +7,9 @@ use std::borrow::Cow;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 
-/// One message from Twilio. Only the fields the engine reads are kept; the rest
-/// (`sequenceNumber`, `media.track`, `media.timestamp`, …) are skipped unparsed.
+/// One message from Twilio. Only the fields the engine reads on the per-frame path are
+/// kept; the rest (`streamSid`, `sequenceNumber`, `media.track`, …) are skipped unparsed, and
+/// `start`, once per stream, is read again as a [`Start`].
 #[derive(Deserialize)]
 pub struct Inbound<'a> {
     #[serde(borrow)]
@@ -19,10 +20,15 @@ pub struct Inbound<'a> {
     pub mark: Option<MarkBody<'a>>,
     #[serde(borrow, default)]
     pub dtmf: Option<DtmfBody<'a>>,
-    #[serde(borrow, default)]
-    pub start: Option<StartBody<'a>>,
+}
+
+/// The `start` message: the stream's sid and the parameters the TwiML gave it.
+#[derive(Deserialize)]
+pub struct Start<'a> {
     #[serde(borrow, rename = "streamSid", default)]
     pub stream_sid: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub start: StartBody<'a>,
 }
 
 #[derive(Deserialize)]
@@ -59,6 +65,10 @@ pub struct Params<'a> {
 }
 
 pub fn parse(text: &str) -> Result<Inbound<'_>, serde_json::Error> {
+    serde_json::from_str(text)
+}
+
+pub fn parse_start(text: &str) -> Result<Start<'_>, serde_json::Error> {
     serde_json::from_str(text)
 }
 
