@@ -69,6 +69,13 @@ pub async fn run(
         shutdown: shutdown.child_token(),
         ..state
     };
+    // Media frames are small and 20 ms apart: Nagle's algorithm would hold each behind the
+    // previous one's ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY on a connection: {e}");
+        }
+    });
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

@@ -111,8 +111,8 @@ impl Actor for ModelLeg {
             let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
                 .read_buffer_size(crate::call::SOCKET_BUFFER)
                 .write_buffer_size(crate::call::SOCKET_BUFFER);
-            let connect =
-                tokio_tungstenite::connect_async_with_config(request, Some(config), false);
+            // Nagle off: callee frames are small and 20 ms apart.
+            let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
             let connected = tokio::select! {
                 _ = stop.cancelled() => return,
                 c = tokio::time::timeout(CONNECT_TIMEOUT, connect) => c,
