@@ -16,17 +16,19 @@
 //!  ▼
 //! CallActor ───────────────────────────── owns call::state::Machine and both legs
 //!  ├─ ModelLeg (spawn_linked) ─────────── one per call
-//!  │    └─ session task: connect (off the CallActor's mailbox), then one task
-//!  │       running reader + writer of the Realtime socket (join!)
+//!  │    └─ session task: connect (off the CallActor's mailbox), then one task running the
+//!  │       reader and the control writer of the Realtime socket (join!)
 //!  └─ TwilioLeg (spawn_linked) ────────── one per media stream; a key press replaces the
-//!       ├─ reader task                    stream, so legs follow one another, one at a time
-//!       └─ writer task ─ holds the call's agent audio while it runs, returns it when done
+//!       └─ stream task: reads and writes  stream, so legs follow one another, one at a time
+//!          the media socket; holds the call's agent audio while it runs, returns it when done
 //!
-//! audio:   TwilioLeg reader ──mpsc(512)──▶ ModelLeg writer      (callee → model)
-//!          ModelLeg reader  ──mpsc(512)──▶ TwilioLeg writer     (agent → callee)
+//! audio:   TwilioLeg stream task ──ModelInput──▶ model socket    (callee → model, no hop:
+//!          the socket's write half is shared, behind a mutex, with the ModelLeg's writer)
+//!          ModelLeg reader ──mpsc(512)──▶ TwilioLeg stream task  (agent → callee; barge-in
+//!          and drain markers travel in order with the audio)
 //!          never through a mailbox; the agent-audio receiver moves from stream to stream
-//! control: bounded channels from each leg actor to its writer; ModelEvent / MediaEvent
-//!          casts from the readers to the CallActor
+//! control: bounded channels from each leg actor to its task; ModelEvent / MediaEvent
+//!          casts from the tasks to the CallActor
 //! events:  CallActor and Supervisor ─emit─▶ EventBus ─▶ writer task ─append─▶ Store
 //!          ─publish after durable─▶ broadcast ─▶ MCP, SSE, REST, webhooks, the CLI
 //! spawned: REST create / redirect / hang-up and playback waits run on the Engine's

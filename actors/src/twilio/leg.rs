@@ -1,11 +1,11 @@
 //! TwilioLeg: owns one Media Streams WebSocket (the engine is the server; Twilio connects).
 //!
-//! The reader forwards callee audio to the model leg as the payload inside the frame it came
-//! in (no copy, no decode); the writer forwards agent audio as `media`, and marks it (see
-//! [`super::playback`]) so mark echoes say how much of which item the callee has heard. The
-//! model leg's barge-in travels in order with the audio, so a `clear` cuts exactly what was
-//! queued before the callee spoke, never the first words of the next item. What is ready is
-//! written together and flushed once.
+//! One task per stream reads and writes the socket. Callee audio goes onto the model socket
+//! as the payload inside the frame it came in (no copy, no decode, no task hop); agent audio
+//! goes out as `media`, marked (see [`super::playback`]) so mark echoes say how much of which
+//! item the callee has heard. The model leg's barge-in travels in order with the audio, so a
+//! `clear` cuts exactly what was queued before the callee spoke, never the first words of the
+//! next item. What is ready is written together and flushed once.
 //!
 //! The call's agent audio (`mpsc::Receiver<ToTwilio>`) is owned by one stream at a time: it
 //! moves into this leg (at spawn, or later with [`TwilioLegMsg::Audio`] when the previous
@@ -18,7 +18,7 @@ use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use subtle::ConstantTimeEq;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -32,8 +32,6 @@ const CONTROL_QUEUE: usize = 16;
 /// How long a media socket may take to present its token in `start`: one that never does
 /// must not hold the call's place for its genuine stream.
 const START_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
-/// Mark echoes queued from the reader for the writer.
-const MARK_QUEUE: usize = 256;
 /// Agent audio messages written before one flush, at most.
 const BATCH: usize = 32;
 
@@ -62,11 +60,10 @@ pub struct TwilioLegState {
     stream: u64,
     call: ActorRef<CallMsg>,
     control: mpsc::Sender<Ctl>,
-    /// Both tasks die with the leg even if it is killed (no `post_stop`), so a peer that
-    /// stopped reading cannot keep them, or the socket, alive.
-    reader: AbortOnDropHandle<()>,
-    /// Ends with the agent audio it held, handed back to the call in `post_stop`.
-    writer: Option<AbortOnDropHandle<Option<mpsc::Receiver<ToTwilio>>>>,
+    /// Reads and writes the socket; ends with the agent audio it held, handed back to the
+    /// call in `post_stop`. Dies with the leg even if the leg is killed (no `post_stop`), so
+    /// a peer that stopped reading cannot keep it, or the socket, alive.
+    task: Option<AbortOnDropHandle<Option<mpsc::Receiver<ToTwilio>>>>,
 }
 
 enum Ctl {
@@ -135,32 +132,23 @@ impl Actor for TwilioLeg {
         _me: ActorRef<Self::Msg>,
         args: TwilioLegArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let (sink, stream) = args.socket.split();
         let (control, control_rx) = mpsc::channel::<Ctl>(CONTROL_QUEUE);
-        let (sid_tx, sid_rx) = oneshot::channel::<Started>();
-        let (mark_tx, mark_rx) = mpsc::channel::<MarkName>(MARK_QUEUE);
-        let reader = AbortOnDropHandle::new(tokio::spawn(read(
-            stream,
-            args.call.clone(),
-            args.stream,
-            args.token,
-            args.to_model,
-            sid_tx,
-            mark_tx,
-        )));
-        let writer = AbortOnDropHandle::new(tokio::spawn(write(
-            sink,
+        let stream = Stream {
+            no: args.stream,
+            call: args.call.clone(),
+            token: args.token,
+            to_model: args.to_model,
+        };
+        let task = AbortOnDropHandle::new(tokio::spawn(stream.run(
+            args.socket,
             control_rx,
-            sid_rx,
-            mark_rx,
             args.from_model,
         )));
         Ok(TwilioLegState {
             stream: args.stream,
             call: args.call,
             control,
-            reader,
-            writer: Some(writer),
+            task: Some(task),
         })
     }
 
@@ -200,11 +188,22 @@ impl Actor for TwilioLeg {
         _me: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        let Some(mut task) = state.task.take() else {
+            return Ok(());
+        };
         let control = state.control.clone();
-        let released = crate::call::stop_socket(&state.reader, state.writer.take(), async move {
+        // A bounded moment for the close frame: a peer that stopped reading must not keep the
+        // task (and the agent audio it holds) alive.
+        let released = tokio::time::timeout(std::time::Duration::from_secs(2), async {
             let _ = control.send(Ctl::Close).await;
+            (&mut task).await.ok()
         })
-        .await;
+        .await
+        .unwrap_or_else(|_| {
+            tracing::warn!("the media socket did not close within 2 s; dropped");
+            task.abort();
+            None
+        });
         match released {
             Some(Some(rx)) => {
                 let _ = state.call.cast(CallMsg::AudioReleased(state.stream, rx));
@@ -219,180 +218,217 @@ impl Actor for TwilioLeg {
     }
 }
 
-/// What the reader tells the writer of `start`: the stream's sid, or that it was refused.
-/// A reader that is gone without saying (the leg stopped) means a plain close.
-type Started = Result<String, ()>;
-
-/// Reads Twilio's events until `stop`, a close or an error, then tells the call how the
-/// stream ended. It never writes: a refusal goes to the writer, which closes with 1008.
-async fn read(
-    mut stream: futures_util::stream::SplitStream<WebSocket>,
+/// One media stream: reads Twilio's events and writes agent audio, in one task, so a frame
+/// crosses no task on its way (callee audio goes straight onto the model socket; mark echoes
+/// and barge-ins reach the playback state where they are read).
+struct Stream {
+    no: u64,
     call: ActorRef<CallMsg>,
-    stream_no: u64,
     token: String,
     to_model: ModelInput,
-    sid_tx: oneshot::Sender<Started>,
-    mark_tx: mpsc::Sender<MarkName>,
-) {
-    let mut sid_tx = Some(sid_tx);
-    let start_by = Instant::now() + START_DEADLINE;
-    let ev = loop {
-        let next = if sid_tx.is_some() {
-            match tokio::time::timeout_at(start_by, stream.next()).await {
-                Ok(n) => n,
-                Err(_) => {
-                    tracing::warn!(
-                        stream = stream_no,
-                        "media socket refused: no start within {START_DEADLINE:?}"
-                    );
-                    break MediaEvent::Rejected;
-                }
-            }
-        } else {
-            stream.next().await
-        };
-        let Some(Ok(msg)) = next else {
-            break MediaEvent::Dropped;
-        };
-        let frame = match msg {
-            Message::Text(t) => t,
-            Message::Close(_) => break MediaEvent::Dropped,
-            _ => continue,
-        };
-        let Ok(m) = wire::parse(frame.as_str()) else {
-            continue;
-        };
-        let started = sid_tx.is_none();
-        match m.event.as_ref() {
-            "media" if started => {
-                let Some(media) = &m.media else { continue };
-                let bytes = Bytes::from(frame.clone());
-                let payload = Payload::within(&bytes, frame.as_str(), &media.payload);
-                to_model.audio(payload).await;
-            }
-            "start" if !started => {
-                let stream_sid = match check_start(frame.as_str(), &token) {
-                    Ok(sid) => sid,
-                    Err(why) => {
-                        tracing::warn!(stream = stream_no, "media socket refused: {why}");
-                        break MediaEvent::Rejected;
-                    }
+}
+
+/// How a stream's reading ended, before the call lets go of it.
+enum Ended {
+    /// Told the call; keep answering `Heard` (frozen at this instant) until `Close`.
+    Told(Instant),
+    /// The call let go (`Close`) first.
+    Closed,
+}
+
+impl Stream {
+    /// Nothing goes to Twilio before `start` names the stream; then agent audio with marks,
+    /// clears on barge-in, and a close frame at the end (1000, or 1008 for a refused token).
+    /// Returns the agent audio it held, so the call's next stream can take it.
+    async fn run(
+        self,
+        socket: WebSocket,
+        mut control_rx: mpsc::Receiver<Ctl>,
+        mut from_model: Option<mpsc::Receiver<ToTwilio>>,
+    ) -> Option<mpsc::Receiver<ToTwilio>> {
+        let (mut sink, mut stream) = socket.split();
+        let sid = match self
+            .start(&mut stream, &mut control_rx, &mut from_model)
+            .await
+        {
+            Ok(sid) => sid,
+            Err(refused) => {
+                let frame = if refused {
+                    close(1008, "stream token refused")
+                } else {
+                    close(1000, "call ended")
                 };
-                if let Some(tx) = sid_tx.take() {
-                    let _ = tx.send(Ok(stream_sid.clone()));
+                let _ = sink.send(frame).await;
+                let _ = sink.close().await;
+                if refused {
+                    self.tell(MediaEvent::Rejected);
                 }
-                let _ = call.cast(CallMsg::Media(
-                    stream_no,
-                    MediaEvent::Started { stream_sid },
-                ));
+                return from_model;
+            }
+        };
+        let mut out = Agent {
+            sid,
+            playback: Playback::default(),
+            wire: Outbound::default(),
+        };
+        // The model leg has ended (its sender is gone): keep serving control until Close.
+        let mut model_gone = false;
+        let ended = loop {
+            tokio::select! {
+                biased;
+                c = control_rx.recv() => match c {
+                    Some(Ctl::Heard(reply)) => { let _ = reply.send(out.playback.heard(Instant::now())); }
+                    Some(Ctl::Audio(rx)) => { from_model = Some(rx); model_gone = false; }
+                    Some(Ctl::Close) | None => break Ended::Closed,
+                },
+                m = stream.next() => {
+                    let frame = match m {
+                        Some(Ok(Message::Text(t))) => t,
+                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                            self.tell(MediaEvent::Dropped);
+                            break Ended::Told(Instant::now());
+                        }
+                        Some(Ok(_)) => continue,
+                    };
+                    if let Some(ev) = self.inbound(&frame, &mut out.playback).await {
+                        self.tell(ev);
+                        break Ended::Told(Instant::now());
+                    }
+                }
+                a = recv_audio(&mut from_model), if !model_gone && from_model.is_some() => match a {
+                    Some(first) => {
+                        // Everything already waiting goes out in one flush.
+                        let mut next = Some(first);
+                        let mut n = 0;
+                        let mut failed = false;
+                        while let Some(m) = next.take() {
+                            if out.feed(m, &mut sink).await.is_err() {
+                                failed = true;
+                                break;
+                            }
+                            n += 1;
+                            if n < BATCH {
+                                next = from_model.as_mut().and_then(|rx| rx.try_recv().ok());
+                            }
+                        }
+                        if failed || sink.flush().await.is_err() {
+                            self.tell(MediaEvent::Dropped);
+                            break Ended::Told(Instant::now());
+                        }
+                    }
+                    None => model_gone = true,
+                },
+            }
+        };
+        // The stream is over (or the call let go): the agent audio stays in its channel for the
+        // call's next stream, and only control is answered until the call lets go.
+        if let Ended::Told(at) = ended {
+            while let Some(c) = control_rx.recv().await {
+                match c {
+                    Ctl::Heard(reply) => {
+                        let _ = reply.send(out.playback.heard(at));
+                    }
+                    Ctl::Audio(rx) => {
+                        from_model = Some(rx);
+                        model_gone = false;
+                    }
+                    Ctl::Close => break,
+                }
+            }
+        }
+        let _ = sink.send(close(1000, "call ended")).await;
+        let _ = sink.close().await;
+        if model_gone { None } else { from_model }
+    }
+
+    fn tell(&self, ev: MediaEvent) {
+        let _ = self.call.cast(CallMsg::Media(self.no, ev));
+    }
+
+    /// Waits for `start` and checks its token: the stream's sid, or `Err(true)` when it is
+    /// refused, `Err(false)` when the socket ended or the call let go first (told to the call
+    /// here, except a refusal, which goes out after the 1008 close).
+    async fn start(
+        &self,
+        stream: &mut futures_util::stream::SplitStream<WebSocket>,
+        control_rx: &mut mpsc::Receiver<Ctl>,
+        from_model: &mut Option<mpsc::Receiver<ToTwilio>>,
+    ) -> Result<String, bool> {
+        let deadline = tokio::time::sleep(START_DEADLINE);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                biased;
+                c = control_rx.recv() => match c {
+                    Some(Ctl::Audio(rx)) => *from_model = Some(rx),
+                    Some(Ctl::Heard(r)) => { let _ = r.send(None); }
+                    Some(Ctl::Close) | None => return Err(false),
+                },
+                _ = &mut deadline => {
+                    tracing::warn!(stream = self.no, "media socket refused: no start within {START_DEADLINE:?}");
+                    return Err(true);
+                }
+                m = stream.next() => {
+                    let frame = match m {
+                        Some(Ok(Message::Text(t))) => t,
+                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                            self.tell(MediaEvent::Dropped);
+                            return Err(false);
+                        }
+                        Some(Ok(_)) => continue,
+                    };
+                    let Ok(m) = wire::parse(frame.as_str()) else { continue };
+                    match m.event.as_ref() {
+                        "start" => match check_start(frame.as_str(), &self.token) {
+                            Ok(stream_sid) => {
+                                self.tell(MediaEvent::Started { stream_sid: stream_sid.clone() });
+                                return Ok(stream_sid);
+                            }
+                            Err(why) => {
+                                tracing::warn!(stream = self.no, "media socket refused: {why}");
+                                return Err(true);
+                            }
+                        },
+                        "stop" => {
+                            self.tell(MediaEvent::Stopped);
+                            return Err(false);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// One event of a started stream; `Some` when it ends the stream.
+    async fn inbound(&self, frame: &Utf8Bytes, playback: &mut Playback) -> Option<MediaEvent> {
+        let Ok(m) = wire::parse(frame.as_str()) else {
+            return None;
+        };
+        match m.event.as_ref() {
+            "media" => {
+                if let Some(media) = &m.media {
+                    let bytes = Bytes::from(frame.clone());
+                    let payload = Payload::within(&bytes, frame.as_str(), &media.payload);
+                    self.to_model.audio(payload).await;
+                }
             }
             "mark" => {
-                if let Some(name) = m.mark.as_ref().and_then(|k| MarkName::parse(&k.name))
-                    && mark_tx.send(name).await.is_err()
-                {
-                    break MediaEvent::Dropped;
+                if let Some(name) = m.mark.as_ref().and_then(|k| MarkName::parse(&k.name)) {
+                    playback.echo(name, Instant::now());
                 }
             }
             "dtmf" => {
                 if let Some(d) = &m.dtmf {
-                    let digit = d.digit.clone().into_owned();
-                    let _ = call.cast(CallMsg::Media(stream_no, MediaEvent::Dtmf(digit)));
+                    self.tell(MediaEvent::Dtmf(d.digit.clone().into_owned()));
                 }
             }
-            "stop" => break MediaEvent::Stopped,
-            "connected" | "start" | "media" => {}
+            "stop" => return Some(MediaEvent::Stopped),
+            "connected" | "start" => {}
             other => tracing::debug!(event = other, "unknown media event ignored"),
         }
-    };
-    if let (MediaEvent::Rejected, Some(tx)) = (&ev, sid_tx.take()) {
-        let _ = tx.send(Err(()));
+        None
     }
-    let _ = call.cast(CallMsg::Media(stream_no, ev));
-}
-
-/// Writes to Twilio: nothing before `start` names the stream, then agent audio with marks,
-/// clears on barge-in, and a close frame at the end (1000, or 1008 for a refused token).
-/// Returns the agent audio it held, so the call's next stream can take it.
-async fn write(
-    mut sink: Sink,
-    mut control_rx: mpsc::Receiver<Ctl>,
-    mut sid_rx: oneshot::Receiver<Started>,
-    mut mark_rx: mpsc::Receiver<MarkName>,
-    mut from_model: Option<mpsc::Receiver<ToTwilio>>,
-) -> Option<mpsc::Receiver<ToTwilio>> {
-    let sid = loop {
-        tokio::select! {
-            // A refusal is always seen before the Close that follows it, so the peer gets
-            // 1008, not 1000.
-            biased;
-            s = &mut sid_rx => match s {
-                Ok(Ok(sid)) => break sid,
-                Ok(Err(())) => {
-                    let _ = sink.send(close(1008, "stream token refused")).await;
-                    let _ = sink.close().await;
-                    return from_model;
-                }
-                // The reader is gone without a word: the socket ended or the leg stopped.
-                Err(_) => {
-                    let _ = sink.send(close(1000, "call ended")).await;
-                    let _ = sink.close().await;
-                    return from_model;
-                }
-            },
-            c = control_rx.recv() => match c {
-                Some(Ctl::Audio(rx)) => from_model = Some(rx),
-                Some(Ctl::Heard(r)) => { let _ = r.send(None); }
-                Some(Ctl::Close) | None => {
-                    let _ = sink.send(close(1000, "call ended")).await;
-                    let _ = sink.close().await;
-                    return from_model;
-                }
-            },
-        }
-    };
-    let mut out = Agent {
-        sid,
-        playback: Playback::default(),
-        wire: Outbound::default(),
-    };
-    // The model leg has ended (its sender is gone): keep serving control until Close.
-    let mut model_gone = false;
-    loop {
-        tokio::select! {
-            biased;
-            c = control_rx.recv() => match c {
-                Some(Ctl::Heard(reply)) => { let _ = reply.send(out.playback.heard(Instant::now())); }
-                Some(Ctl::Audio(rx)) => { from_model = Some(rx); model_gone = false; }
-                Some(Ctl::Close) | None => {
-                    let _ = sink.send(close(1000, "call ended")).await;
-                    let _ = sink.close().await;
-                    break;
-                }
-            },
-            Some(name) = mark_rx.recv() => out.playback.echo(name, Instant::now()),
-            a = recv_audio(&mut from_model), if !model_gone && from_model.is_some() => match a {
-                Some(first) => {
-                    // Everything already waiting goes out in one flush.
-                    let mut next = Some(first);
-                    let mut n = 0;
-                    let mut failed = false;
-                    while let Some(m) = next.take() {
-                        if out.feed(m, &mut sink).await.is_err() {
-                            failed = true;
-                            break;
-                        }
-                        n += 1;
-                        if n < BATCH {
-                            next = from_model.as_mut().and_then(|rx| rx.try_recv().ok());
-                        }
-                    }
-                    if failed || sink.flush().await.is_err() { break; }
-                }
-                None => model_gone = true,
-            },
-        }
-    }
-    if model_gone { None } else { from_model }
 }
 
 /// The writer's side of agent audio on this stream.
