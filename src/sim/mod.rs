@@ -236,6 +236,17 @@ fn router(state: Arc<SimState>) -> Router {
             ),
         )
         .route(
+            "/sim/stats/setup",
+            axum::routing::get(
+                |axum::extract::State(s): axum::extract::State<Arc<SimState>>| async move {
+                    let mut all: Vec<stats::SetupTimes> =
+                        s.twilio.calls().into_iter().map(|c| c.timing).collect();
+                    all.extend(s.stats.echo_setup());
+                    axum::Json(all)
+                },
+            ),
+        )
+        .route(
             "/sim/violations",
             axum::routing::get(
                 |axum::extract::State(s): axum::extract::State<Arc<SimState>>| async move {

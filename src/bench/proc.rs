@@ -1,0 +1,105 @@
+//! What a process costs, read from `/proc`: CPU time and resident memory, sampled over a run.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+/// A process to measure: this one or a child by its id.
+#[derive(Clone, Debug)]
+pub struct Proc(String);
+
+impl Proc {
+    pub fn this() -> Proc {
+        Proc("self".into())
+    }
+    pub fn pid(pid: u32) -> Proc {
+        Proc(pid.to_string())
+    }
+
+    /// utime + stime in clock ticks (USER_HZ, 100 on Linux); 0 when unreadable.
+    pub fn cpu_ticks(&self) -> u64 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.0)) else {
+            return 0;
+        };
+        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let n = |i: usize| f.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+        n(11) + n(12)
+    }
+
+    /// Resident set size now (`VmRSS`), in KiB; 0 when unreadable.
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.0))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// CPU seconds over a span and the highest RSS sampled in it (every 100 ms).
+pub struct Meter {
+    proc: Proc,
+    cpu0: u64,
+    t0: tokio::time::Instant,
+    peak: Arc<AtomicU64>,
+    stop: CancellationToken,
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+/// What a [`Meter`] measured.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Measured {
+    pub wall_secs: f64,
+    /// Percent of one core over the span.
+    pub cpu_percent: f64,
+    pub rss_peak_kib: u64,
+}
+
+impl Meter {
+    pub fn start(proc: Proc) -> Meter {
+        let peak = Arc::new(AtomicU64::new(proc.rss_kib()));
+        let stop = CancellationToken::new();
+        let sampler = tokio::spawn({
+            let (proc, peak, stop) = (proc.clone(), peak.clone(), stop.clone());
+            async move {
+                // Bounded by the token; the run's own deadline bounds that.
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                            peak.fetch_max(proc.rss_kib(), Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        });
+        Meter {
+            cpu0: proc.cpu_ticks(),
+            t0: tokio::time::Instant::now(),
+            proc,
+            peak,
+            stop,
+            sampler,
+        }
+    }
+
+    pub async fn finish(self) -> Measured {
+        let wall = self.t0.elapsed().as_secs_f64();
+        let cpu = self.proc.cpu_ticks().saturating_sub(self.cpu0) as f64 / 100.0;
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.sampler).await;
+        self.peak.fetch_max(self.proc.rss_kib(), Ordering::Relaxed);
+        Measured {
+            wall_secs: wall,
+            cpu_percent: 100.0 * cpu / wall.max(0.001),
+            rss_peak_kib: self.peak.load(Ordering::Relaxed),
+        }
+    }
+}
