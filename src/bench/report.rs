@@ -411,3 +411,33 @@ impl BenchReport {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ratio_needs_a_floor_above_zero() {
+        let c = Compared::new(3.0, 1.5);
+        assert_eq!((c.ratio, c.added), (Some(2.0), 1.5));
+        assert_eq!(Compared::new(3.0, 0.0).ratio, None);
+        assert_eq!(Compared::new(f64::NAN, 1.0).ratio, None);
+    }
+
+    #[test]
+    fn legs_come_from_the_timestamps_that_are_there() {
+        let t = |key: &str, create, first| SetupTimes {
+            key: key.into(),
+            rest_create_us: Some(create),
+            first_audio_us: first,
+            ..SetupTimes::default()
+        };
+        let times = [t("a", 2_000, Some(12_000)), t("b", 3_000, None)];
+        let legs = SetupLegs::from_times(&times, |_| Some(1_000));
+        let create = legs.request_to_rest_create.expect("both calls");
+        assert_eq!((create.count, create.p50_ms, create.max_ms), (2, 1.0, 2.0));
+        let total = legs.request_to_first_audio.expect("one call");
+        assert_eq!((total.count, total.p99_ms), (1, 11.0));
+        assert!(legs.rest_create_to_twiml.is_none());
+    }
+}
