@@ -382,6 +382,8 @@ async fn bench_sim(
     let config = SimConfig {
         speed: 1.0,
         scenarios: switchboard::sim::scenario::bench_scenarios(calls, turns),
+        // The generator adds no Nagle delay of its own to the figures.
+        tcp_nodelay: true,
         ..SimConfig::default()
     };
     let listener = TcpListener::bind(("127.0.0.1", port))

@@ -77,7 +77,7 @@ async fn stream(st: &SimState, url: &str, i: usize, s: &Scenario) -> SetupTimes 
     };
     let ws = match tokio::time::timeout(
         Duration::from_secs(10),
-        tokio_tungstenite::connect_async(url),
+        tokio_tungstenite::connect_async_with_config(url, None, st.config.tcp_nodelay),
     )
     .await
     {

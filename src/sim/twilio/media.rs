@@ -270,7 +270,7 @@ pub(super) async fn run_stream(
     );
     let ws = match tokio::time::timeout(
         Duration::from_secs(10),
-        tokio_tungstenite::connect_async(request),
+        tokio_tungstenite::connect_async_with_config(request, None, st.config.tcp_nodelay),
     )
     .await
     {
