@@ -35,7 +35,7 @@ use crate::sim::SimEndpoints;
 use crate::sim::scenario::bench_scenarios;
 use crate::sim::stats::{SetupTimes, StatsReport, unix_us};
 use crate::stack::wire_to_endpoints;
-use proc::{Meter, Proc};
+use proc::{MachineMeter, Meter, Proc};
 pub use report::{BenchReport, Run, SetupLegs, Summary};
 
 #[derive(Debug, thiserror::Error)]
@@ -203,8 +203,10 @@ async fn floor_measure(
 ) -> Result<Run, BenchError> {
     let client = reqwest::Client::new();
     let base = &sim.twilio_api_base;
+    let machine = MachineMeter::start();
     let meter = Meter::start(echo_proc);
     let sim_meter = sim_proc.map(Meter::start);
+    let bench_meter = Meter::start(Proc::this());
     // The simulator opened its streams as it printed its endpoints; poll until all ended.
     let deadline = tokio::time::Instant::now() + opts.deadline;
     let mut frames: StatsReport;
@@ -215,11 +217,13 @@ async fn floor_measure(
             break;
         }
     }
+    let machine_cpu = machine.cpu_percent();
     let measured = meter.finish().await;
     let sim_cpu = match sim_meter {
         Some(m) => m.finish().await.cpu_percent,
         None => 0.0,
     };
+    let bench_cpu = bench_meter.finish().await.cpu_percent;
     let times: Vec<SetupTimes> = fetch(&client, &format!("{base}/sim/stats/setup")).await?;
     let violations: Vec<serde_json::Value> =
         fetch(&client, &format!("{base}/sim/violations")).await?;
@@ -240,6 +244,7 @@ async fn floor_measure(
         frames,
         setup: SetupLegs::from_times(&times, |t| t.request_us),
         simulator_cpu_percent: sim_cpu,
+        other_cpu_percent: (machine_cpu - measured.cpu_percent - sim_cpu - bench_cpu).max(0.0),
         violations: violations.len(),
     })
 }
@@ -286,6 +291,7 @@ async fn place_and_wait(
 ) -> Result<Run, BenchError> {
     let scenarios = bench_scenarios(calls, opts.turns);
     let mut events = engine.subscribe(None);
+    let machine = MachineMeter::start();
     let meter = Meter::start(Proc::this());
     let sim_meter = sim_proc.map(Meter::start);
     let mut placed: HashSet<CallId> = HashSet::new();
@@ -311,6 +317,7 @@ async fn place_and_wait(
             ended.insert(ev.call_id, *state);
         }
     }
+    let machine_cpu = machine.cpu_percent();
     let measured = meter.finish().await;
     let sim_cpu = match sim_meter {
         Some(m) => m.finish().await.cpu_percent,
@@ -339,6 +346,7 @@ async fn place_and_wait(
         frames,
         setup: SetupLegs::from_times(&times, |t| requested.get(&t.key).copied()),
         simulator_cpu_percent: sim_cpu,
+        other_cpu_percent: (machine_cpu - measured.cpu_percent - sim_cpu).max(0.0),
         violations: violations.len(),
     })
 }

@@ -103,3 +103,43 @@ impl Meter {
         }
     }
 }
+
+/// CPU used by the whole machine (every process), in clock ticks summed over the cores.
+pub fn machine_busy_ticks() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return 0;
+    };
+    // cpu  user nice system idle iowait irq softirq steal ...
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0;
+    };
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    let n = |i: usize| f.get(i).copied().unwrap_or(0);
+    n(0) + n(1) + n(2) + n(5) + n(6) + n(7)
+}
+
+/// The machine's CPU over a span, to tell how much of it went to processes outside the
+/// benchmark (a build, other tests): figures taken on a busy machine say so.
+pub struct MachineMeter {
+    busy0: u64,
+    t0: tokio::time::Instant,
+}
+
+impl MachineMeter {
+    pub fn start() -> MachineMeter {
+        MachineMeter {
+            busy0: machine_busy_ticks(),
+            t0: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Percent of one core the whole machine used since `start`.
+    pub fn cpu_percent(&self) -> f64 {
+        let secs = machine_busy_ticks().saturating_sub(self.busy0) as f64 / 100.0;
+        100.0 * secs / self.t0.elapsed().as_secs_f64().max(0.001)
+    }
+}

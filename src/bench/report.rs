@@ -86,6 +86,9 @@ pub struct Run {
     pub setup: SetupLegs,
     /// The generator's own load: the simulator process, in percent of one core.
     pub simulator_cpu_percent: f64,
+    /// Everything else on the machine over the run (a build, other tests), in percent of
+    /// one core: the figures are of a quiet machine only when this is near 0.
+    pub other_cpu_percent: f64,
     pub violations: usize,
 }
 
@@ -172,6 +175,8 @@ pub struct BenchReport {
 
 /// The simulator at this share of one core or more is the limit as much as the engine.
 const SIM_CPU_SATURATED: f64 = 85.0;
+/// Other processes using this much of one core make the machine too busy to trust the run.
+const OTHER_CPU_BUSY: f64 = 15.0;
 /// Send ticks this late at p99 (a quarter frame) mean the 20 ms clock is not being kept.
 const TICK_LATE_P99_US: u64 = 5_000;
 
@@ -236,6 +241,12 @@ impl BenchReport {
                 warnings.push(format!(
                     "generator saturated in the {label}: the simulator used {:.0}% of one core, so it, not only the {}, may be the limit",
                     r.simulator_cpu_percent, r.what
+                ));
+            }
+            if r.other_cpu_percent >= OTHER_CPU_BUSY {
+                warnings.push(format!(
+                    "machine busy during the {label}: other processes used {:.0}% of one core, so these figures are not of a quiet machine",
+                    r.other_cpu_percent
                 ));
             }
             let t = &r.frames.send_ticks;
@@ -306,7 +317,7 @@ impl BenchReport {
         {
             let _ = writeln!(
                 out,
-                "{:<6} {:>4} calls: {} completed in {:.1} s; CPU {:.1}% of one core ({:.3}% per call), peak RSS {:.1} MiB; simulator CPU {:.0}%, send ticks late p99 {:.2} ms; violations {}",
+                "{:<6} {:>4} calls: {} completed in {:.1} s; CPU {:.1}% of one core ({:.3}% per call), peak RSS {:.1} MiB; simulator CPU {:.0}%, send ticks late p99 {:.2} ms; other processes {:.0}%; violations {}",
                 r.what,
                 r.calls,
                 r.completed,
@@ -316,6 +327,7 @@ impl BenchReport {
                 r.rss_peak_kib as f64 / 1024.0,
                 r.simulator_cpu_percent,
                 r.frames.send_ticks.late_p99_us as f64 / 1000.0,
+                r.other_cpu_percent,
                 r.violations
             );
         }

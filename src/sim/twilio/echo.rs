@@ -27,6 +27,8 @@ use crate::sim::voice::{FRAME_BYTES, frames_for};
 
 /// How long a stream waits for its last frames to come back after sending its last one.
 const DRAIN: Duration = Duration::from_secs(2);
+/// Streams opening their socket at the same time.
+const CONCURRENT_HANDSHAKES: usize = 8;
 
 /// Frames of audio a scenario's lines take (agent and callee), at least one second's worth.
 pub fn stream_frames(s: &Scenario) -> u64 {
@@ -44,10 +46,14 @@ pub fn stream_frames(s: &Scenario) -> u64 {
 /// reports itself done in `st.stats` (see `FrameStats::echo_stream_done`).
 pub async fn drive(st: Arc<SimState>, url: String, scenarios: Vec<Scenario>) {
     let mut tasks = tokio::task::JoinSet::new();
+    // A few handshakes at a time, as the engine's calls arrive one `place_call` after another:
+    // hundreds of connects in the same instant overflow the echo's accept queue, and a dropped
+    // SYN costs a one-second retransmit that is the generator's doing, not the floor's.
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_HANDSHAKES));
     for (i, s) in scenarios.into_iter().enumerate() {
-        let (st, url) = (st.clone(), url.clone());
+        let (st, url, handshakes) = (st.clone(), url.clone(), handshakes.clone());
         tasks.spawn(async move {
-            let times = stream(&st, &url, i, &s).await;
+            let times = stream(&st, &url, i, &s, &handshakes).await;
             st.stats.echo_stream_done(times);
         });
     }
@@ -69,18 +75,26 @@ fn frame(i: usize, n: u64) -> [u8; FRAME_BYTES] {
     f
 }
 
-async fn stream(st: &SimState, url: &str, i: usize, s: &Scenario) -> SetupTimes {
+async fn stream(
+    st: &SimState,
+    url: &str,
+    i: usize,
+    s: &Scenario,
+    handshakes: &tokio::sync::Semaphore,
+) -> SetupTimes {
+    let permit = handshakes.acquire().await;
     let mut times = SetupTimes {
         key: format!("echo-{i}"),
         request_us: Some(unix_us()),
         ..SetupTimes::default()
     };
-    let ws = match tokio::time::timeout(
+    let connected = tokio::time::timeout(
         Duration::from_secs(10),
         tokio_tungstenite::connect_async_with_config(url, None, st.config.tcp_nodelay),
     )
-    .await
-    {
+    .await;
+    drop(permit);
+    let ws = match connected {
         Ok(Ok((ws, _))) => ws,
         Ok(Err(e)) => {
             tracing::warn!(stream = i, "echo: cannot connect to {url}: {e}");
