@@ -57,9 +57,22 @@ enum Command {
         /// Load-test mode: agent/callee exchanges per generated call.
         #[arg(long, default_value_t = 2)]
         bench_turns: usize,
+        /// Load-test mode, the floor: instead of answering calls, open one media stream per
+        /// generated call straight to this bare echo (`ws://127.0.0.1:…`, see `switchboard
+        /// bench`) with the same real-time 20 ms frames, and measure them the same way.
+        #[arg(long, requires = "bench_calls")]
+        bench_echo_url: Option<String>,
         /// Print one JSON line with the endpoints instead of the human-readable settings.
         #[arg(long)]
         endpoints_json: bool,
+    },
+    /// The load generator's floor: a bare echo of the Twilio media WebSocket on 127.0.0.1
+    /// (prints its ws:// URL, serves until killed). Started by `switchboard bench`.
+    #[command(hide = true)]
+    BenchEcho {
+        /// Port on 127.0.0.1 (0 = any free port).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
     },
     /// Serve the HTTP frontend (Twilio webhooks, REST, MCP over HTTP) until Ctrl-C.
     Serve {
@@ -95,8 +108,9 @@ enum Command {
         timeout: u64,
     },
     /// Load generator: N concurrent simulated calls with real-time audio through a real engine
-    /// and HTTP frontend; the simulator runs as a child process so CPU and memory are the
-    /// engine's alone.
+    /// and HTTP frontend, against a floor (the same media streams answered by a bare echo)
+    /// measured in the same run; the simulator and the echo run as child processes so CPU and
+    /// memory are the engine's (or the echo's) alone.
     Bench {
         /// Concurrent calls.
         #[arg(long, default_value_t = 100)]
@@ -152,11 +166,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             scenarios,
             bench_calls: Some(n),
             bench_turns,
+            bench_echo_url,
             endpoints_json,
         } => {
             let _ = (speed, scenarios);
-            bench_sim(port, n, bench_turns, endpoints_json).await
+            bench_sim(port, n, bench_turns, bench_echo_url, endpoints_json).await
         }
+        Command::BenchEcho { port } => bench_echo(port).await,
         Command::Sim {
             port,
             speed,
@@ -176,19 +192,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 print!("{}", report.render());
             }
-            Ok(
-                if report.not_completed == 0
-                    && report.violations == 0
-                    && report.frames.uplink.outstanding == 0
-                    && report.frames.downlink.outstanding == 0
-                    && report.frames.uplink.unmatched == 0
-                    && report.frames.downlink.unmatched == 0
-                {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                },
-            )
+            Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Serve { sim } => {
             let stack = Stack::start(Config::load(path)?, options(sim)).await?;
@@ -357,10 +365,25 @@ async fn place_and_watch(
 
 /// The simulator as the load generator's child: generated calls, frame clock on, one JSON line
 /// of endpoints on stdout, then serve until killed.
-async fn bench_sim(port: u16, calls: usize, turns: usize, json: bool) -> Result<ExitCode> {
+async fn bench_sim(
+    port: u16,
+    calls: usize,
+    turns: usize,
+    echo_url: Option<String>,
+    json: bool,
+) -> Result<ExitCode> {
+    if let Some(url) = &echo_url
+        && !url.starts_with("ws://127.0.0.1:")
+    {
+        return Err(anyhow!(
+            "--bench-echo-url must be ws://127.0.0.1:PORT/…, got '{url}'"
+        ));
+    }
     let config = SimConfig {
         speed: 1.0,
         scenarios: switchboard::sim::scenario::bench_scenarios(calls, turns),
+        // The generator adds no Nagle delay of its own to the figures.
+        tcp_nodelay: true,
         ..SimConfig::default()
     };
     let listener = TcpListener::bind(("127.0.0.1", port))
@@ -376,8 +399,32 @@ async fn bench_sim(port: u16, calls: usize, turns: usize, json: bool) -> Result<
             sim.twilio_api_base()
         );
     }
+    // Echo mode: the streams start now; the load generator polls /sim/stats for their end.
+    let streams = echo_url.map(|url| {
+        let st = sim.state().clone();
+        let scenarios = st.config.scenarios.clone();
+        tokio::spawn(switchboard::sim::twilio::echo::drive(st, url, scenarios))
+    });
     wait_for_signal().await;
+    if let Some(s) = streams {
+        s.abort();
+    }
     sim.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The floor's bare echo: prints its URL, serves until killed.
+async fn bench_echo(port: u16) -> Result<ExitCode> {
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("--port: cannot listen on 127.0.0.1:{port}"))?;
+    let addr = listener.local_addr()?;
+    println!("ws://{addr}/media");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(switchboard::bench::echo::serve(listener, stop.clone()));
+    wait_for_signal().await;
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -52,6 +52,10 @@ pub struct SimConfig {
     /// carried out: a slow carrier API, so a request still in flight can be caught. Not
     /// scaled by `speed`.
     pub update_delay: Duration,
+    /// Set TCP_NODELAY on the simulator's own sockets (its server, its media clients), so the
+    /// load generator adds no Nagle delay of its own to what it measures (the engine's
+    /// sockets stay as the engine sets them). Off by default, as before.
+    pub tcp_nodelay: bool,
 }
 
 impl Default for SimConfig {
@@ -67,6 +71,7 @@ impl Default for SimConfig {
             scenarios: Scenario::builtin(),
             handshake_delay: Duration::ZERO,
             update_delay: Duration::ZERO,
+            tcp_nodelay: false,
         }
     }
 }
@@ -167,6 +172,12 @@ impl Simulator {
         });
         let app = router(state.clone());
         let token = state.shutdown.clone();
+        let nodelay = state.config.tcp_nodelay;
+        let listener = axum::serve::ListenerExt::tap_io(listener, move |tcp| {
+            if nodelay {
+                let _ = tcp.set_nodelay(true);
+            }
+        });
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(token.cancelled_owned())
@@ -232,6 +243,17 @@ fn router(state: Arc<SimState>) -> Router {
             axum::routing::get(
                 |axum::extract::State(s): axum::extract::State<Arc<SimState>>| async move {
                     axum::Json(s.stats.report())
+                },
+            ),
+        )
+        .route(
+            "/sim/stats/setup",
+            axum::routing::get(
+                |axum::extract::State(s): axum::extract::State<Arc<SimState>>| async move {
+                    let mut all: Vec<stats::SetupTimes> =
+                        s.twilio.calls().into_iter().map(|c| c.timing).collect();
+                    all.extend(s.stats.echo_setup());
+                    axum::Json(all)
                 },
             ),
         )

@@ -302,7 +302,9 @@ pub fn bench_scenarios(n: usize, turns: usize) -> Vec<Scenario> {
                 name: format!("bench-{i}"),
                 description: "generated load-test call".into(),
                 number: format!("+1555{:07}", 2_000_000 + i),
-                answer: Answer { ring_ms: 500, ..Answer::default() },
+                // No ringing: the set-up figure (request → first audio back) is the engine's and the
+                // loopback's alone.
+                answer: Answer { ring_ms: 0, ..Answer::default() },
                 agent: AgentBrief {
                     goal: format!("Confirm the booking details for bench call number {i}"),
                     context: None,

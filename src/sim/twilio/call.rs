@@ -210,7 +210,15 @@ async fn answered(
                     p.push(("AnsweredBy".into(), a.clone()));
                 }
                 match signed_post(st, u, &p).await {
-                    Ok(x) => x,
+                    Ok(x) => {
+                        if st.stats.enabled() {
+                            let now = crate::sim::stats::unix_us();
+                            call.with(|c| {
+                                c.timing.twiml_us.get_or_insert(now);
+                            });
+                        }
+                        x
+                    }
                     Err(e) => {
                         st.violations.record(
                             Side::Twiml,

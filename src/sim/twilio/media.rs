@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::{Control, SimCall, TwimlSource, sign, twiml};
 use crate::sim::scenario::{Faults, Scenario, Step};
-use crate::sim::stats::Dir;
+use crate::sim::stats::{Dir, tag_of, unix_us};
 use crate::sim::voice::{self, FRAME_BYTES, SILENCE};
 use crate::sim::{Side, SimState};
 
@@ -215,9 +215,13 @@ const MAX_BUFFERED_BYTES: usize = 10 * 60 * 8000;
 struct Buffered {
     bytes: usize,
     overflow_reported: bool,
+    /// The call's tag for the load generator's frame matching (0 when off).
+    tag: u64,
+    /// Some agent audio has arrived on this stream (for the set-up timestamps).
+    got_audio: bool,
 }
 
-fn media_json(seq: u64, chunk: u64, ts: u64, payload: &str, sid: &str) -> String {
+pub(super) fn media_json(seq: u64, chunk: u64, ts: u64, payload: &str, sid: &str) -> String {
     format!(
         r#"{{"event":"media","sequenceNumber":"{seq}","media":{{"track":"inbound","chunk":"{chunk}","timestamp":"{ts}","payload":"{payload}"}},"streamSid":"{sid}"}}"#
     )
@@ -266,7 +270,7 @@ pub(super) async fn run_stream(
     );
     let ws = match tokio::time::timeout(
         Duration::from_secs(10),
-        tokio_tungstenite::connect_async(request),
+        tokio_tungstenite::connect_async_with_config(request, None, st.config.tcp_nodelay),
     )
     .await
     {
@@ -304,11 +308,28 @@ pub(super) async fn run_stream(
         expect_close(st, &call.sid, &stream_sid, &mut tx, &mut rx).await;
         return StreamEnd::ServerClosed;
     }
+    let bench = st.stats.enabled();
+    if bench {
+        let now = unix_us();
+        call.with(|c| {
+            c.timing.media_start_us.get_or_insert(now);
+        });
+    }
+    // Which call this stream's frames belong to, for the load generator's misrouting count.
+    let tag = if bench {
+        call.with(|c| c.scenario.as_deref().map(tag_of))
+            .unwrap_or(0)
+    } else {
+        0
+    };
     let silence_b64 = base64::engine::general_purpose::STANDARD.encode([SILENCE; FRAME_BYTES]);
     let mut seq: u64 = 2;
     let mut chunk: u64 = 1;
     let mut queue: VecDeque<Queued> = VecDeque::new();
-    let mut buffered = Buffered::default();
+    let mut buffered = Buffered {
+        tag,
+        ..Buffered::default()
+    };
     let mut heard = Heard {
         current: None,
         start: Vec::new(),
@@ -354,7 +375,8 @@ pub(super) async fn run_stream(
                     _ => {}
                 }
             }
-            _ = ticker.tick() => {
+            due = ticker.tick() => {
+                st.stats.tick(due.elapsed());
                 // Play 20 ms of queued agent audio; echo marks whose audio has played.
                 let mut budget = FRAME_BYTES;
                 let mut played_any = false;
@@ -389,7 +411,7 @@ pub(super) async fn run_stream(
                 let text = match &speech {
                     Some(p) => {
                         if st.stats.enabled() && let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(p) {
-                            st.stats.sent(Dir::Uplink, &raw);
+                            st.stats.sent_tagged(Dir::Uplink, &raw, tag);
                         }
                         media_json(seq, chunk, ts, p, &stream_sid)
                     }
@@ -677,7 +699,17 @@ where
                     "media.payload starts with a RIFF/WAV header: send raw mu-law, no header (31924)",
                 ),
                 Ok(mut bytes) if !bytes.is_empty() => {
-                    st.stats.received(Dir::Downlink, &bytes);
+                    if st.stats.enabled() {
+                        st.stats
+                            .received_tagged(Dir::Downlink, &bytes, buffered.tag);
+                        if !buffered.got_audio {
+                            buffered.got_audio = true;
+                            let now = unix_us();
+                            call.with(|c| {
+                                c.timing.first_audio_us.get_or_insert(now);
+                            });
+                        }
+                    }
                     let room = MAX_BUFFERED_BYTES - buffered.bytes;
                     if bytes.len() > room {
                         if !buffered.overflow_reported {

@@ -6,6 +6,7 @@
 //! signatures ([`sign`]) and TwiML ([`twiml`]).
 
 mod call;
+pub mod echo;
 mod media;
 mod rest;
 pub mod sign;
@@ -114,6 +115,9 @@ pub struct CallSummary {
     pub callbacks_refused: u64,
     /// REST updates of this call (hang-up, cancel, redirect) carried out and answered.
     pub updates_answered: u64,
+    /// Set-up timestamps (wall clock, µs), recorded for the load generator only.
+    #[serde(default)]
+    pub timing: crate::sim::stats::SetupTimes,
 }
 
 pub(crate) enum Control {

@@ -155,6 +155,7 @@ pub(super) async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let created_us = crate::sim::stats::unix_us();
     if let Err(r) = authorized(&st, &headers, &account) {
         return r;
     }
@@ -372,6 +373,11 @@ pub(super) async fn create(
         async_amd,
     };
 
+    let timing = crate::sim::stats::SetupTimes {
+        key: to.clone(),
+        rest_create_us: st.stats.enabled().then_some(created_us),
+        ..Default::default()
+    };
     let sid = st.twilio.next_sid("CA");
     let (tx, rx) = mpsc::unbounded_channel();
     let call = Arc::new(SimCall {
@@ -383,6 +389,7 @@ pub(super) async fn create(
             scenario: scenario.as_ref().map(|s| s.name.clone()),
             status: "queued".into(),
             statuses: vec!["queued".into()],
+            timing,
             params: params
                 .iter()
                 .filter(|(k, _)| k != "StatusCallbackEvent")

@@ -14,7 +14,7 @@ use super::super::schema;
 use super::super::validate::check_tool_choice;
 use super::{Res, Session, Tx, ev, fastrand_u64};
 use crate::sim::scenario::ToolCall;
-use crate::sim::stats::Dir;
+use crate::sim::stats::{Dir, tag_of};
 
 /// Audio sent per delta (100 ms of mu-law).
 const CHUNK: usize = 800;
@@ -322,7 +322,8 @@ impl Session {
             let out_index = r.output.len();
             let end = (line.sent + CHUNK).min(line.audio.len());
             let chunk = &line.audio[line.sent..end];
-            self.st.stats.sent(Dir::Downlink, chunk);
+            let tag = self.scenario.as_ref().map_or(0, |s| tag_of(&s.name));
+            self.st.stats.sent_tagged(Dir::Downlink, chunk, tag);
             let b64 = base64::engine::general_purpose::STANDARD.encode(chunk);
             self.send(tx, format!(r#"{{"type":"response.output_audio.delta","event_id":"event_{:016x}","response_id":"{}","item_id":"{}","output_index":{out_index},"content_index":0,"delta":"{b64}"}}"#, fastrand_u64(), r.id, line.item_id)).await?;
             // Transcript deltas in proportion to the audio sent.

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::{Res, Session, Tx, ev};
-use crate::sim::stats::Dir;
+use crate::sim::stats::{Dir, tag_of};
 use crate::sim::voice::{self, FRAME_BYTES};
 
 /// The detector's state for one session's input buffer.
@@ -94,7 +94,8 @@ impl Session {
             self.vad.audio_ms_bytes += FRAME_BYTES as u64;
             let speech = voice::is_speech(&frame);
             if speech {
-                self.st.stats.received(Dir::Uplink, &frame);
+                let tag = self.scenario.as_ref().map_or(0, |s| tag_of(&s.name));
+                self.st.stats.received_tagged(Dir::Uplink, &frame, tag);
             }
             if speech {
                 if !self.vad.in_speech {
