@@ -1,20 +1,31 @@
 //! Faults inside the engine itself, seen from outside: a dead event writer, shutdown with a
 //! hang-up in flight, a model endpoint that is slow to answer.
 
-#[path = "support/refusing_store.rs"]
-mod refusing_store;
 mod support;
 
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
 use serde_json::json;
 
-use refusing_store::RefusingStore;
 use support::*;
 use switchboard::mcp::TelephonyServer;
 use switchboard::stack::Storage;
 use switchboard_actors::EngineError;
-use switchboard_actors::store::Store;
+use switchboard_actors::store::{RefusingStore, Store};
+
+/// `POST /v1/calls` for the scenario's number and goal.
+async fn post_call(
+    stack: &switchboard::stack::Stack,
+    s: &switchboard::sim::Scenario,
+) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("http://{}/v1/calls", stack.http_addr))
+        .header("content-type", "application/json")
+        .body(json!({"to": s.number, "goal": s.agent.goal}).to_string())
+        .send()
+        .await
+        .unwrap()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_event_writer_refuses_new_calls_everywhere_with_the_documented_error() {
@@ -40,13 +51,7 @@ async fn a_dead_event_writer_refuses_new_calls_everywhere_with_the_documented_er
     );
 
     // REST: 503 with the error shape.
-    let resp = reqwest::Client::new()
-        .post(format!("http://{}/v1/calls", stack.http_addr))
-        .header("content-type", "application/json")
-        .body(json!({"to": s.number, "goal": s.agent.goal}).to_string())
-        .send()
-        .await
-        .unwrap();
+    let resp = post_call(&stack, &s).await;
     assert_eq!(resp.status(), 503);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unhealthy", "{body}");
@@ -152,7 +157,7 @@ async fn shutdown_waits_for_the_hang_up_it_started() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_refuses_writes_holds_no_request_and_loses_no_event() {
     let s = builtin("restaurant");
-    let store = RefusingStore::new();
+    let store = std::sync::Arc::new(RefusingStore::new());
     let stack = stack_on(vec![s.clone()], Storage::Given(store.clone()), |_, _| {}).await;
     store.refuse_writes(true);
 
@@ -197,14 +202,7 @@ async fn a_store_that_refuses_writes_holds_no_request_and_loses_no_event() {
     );
     let err = stack.engine.place_call(request_for(&s)).await.unwrap_err();
     assert!(matches!(err, EngineError::EventLogFailing(_)), "{err:?}");
-    let resp = reqwest::Client::new()
-        .post(format!("http://{}/v1/calls", stack.http_addr))
-        .header("content-type", "application/json")
-        .body(json!({"to": s.number, "goal": s.agent.goal}).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 503);
+    assert_eq!(post_call(&stack, &s).await.status(), 503);
     assert_eq!(
         stack.sim().state().twilio.calls().len(),
         1,

@@ -255,65 +255,11 @@ impl EventStream {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::Duration;
 
-    use futures_util::future::BoxFuture;
-
     use super::*;
-    use crate::data::{CallFilter, CallRecord, CallRequest, EventKind, TranscriptTurn};
-    use crate::store::{MemoryStore, StoreResult};
-
-    /// A real in-memory store whose first `fail` appends are refused, as a full disk or a
-    /// locked database would refuse them.
-    struct RefusingStore {
-        inner: MemoryStore,
-        fail: AtomicU32,
-        attempts: AtomicU32,
-    }
-
-    impl Store for RefusingStore {
-        fn append<'a>(
-            &'a self,
-            events: Vec<NewEvent>,
-        ) -> BoxFuture<'a, StoreResult<Vec<CallEvent>>> {
-            self.attempts.fetch_add(1, Ordering::SeqCst);
-            let refuse = self
-                .fail
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok();
-            if refuse {
-                return Box::pin(async { Err(StoreError::Backend("disk full".into())) });
-            }
-            self.inner.append(events)
-        }
-        fn call(&self, id: CallId) -> BoxFuture<'_, StoreResult<Option<CallRecord>>> {
-            self.inner.call(id)
-        }
-        fn calls<'a>(
-            &'a self,
-            filter: &'a CallFilter,
-        ) -> BoxFuture<'a, StoreResult<Vec<CallRecord>>> {
-            self.inner.calls(filter)
-        }
-        fn transcript(&self, id: CallId) -> BoxFuture<'_, StoreResult<Vec<TranscriptTurn>>> {
-            self.inner.transcript(id)
-        }
-        fn events_after(
-            &self,
-            after: u64,
-            call: Option<CallId>,
-            limit: usize,
-        ) -> BoxFuture<'_, StoreResult<Vec<CallEvent>>> {
-            self.inner.events_after(after, call, limit)
-        }
-        fn unfinished(&self) -> BoxFuture<'_, StoreResult<Vec<CallRecord>>> {
-            self.inner.unfinished()
-        }
-        fn last_seq(&self) -> BoxFuture<'_, StoreResult<u64>> {
-            self.inner.last_seq()
-        }
-    }
+    use crate::data::{CallRequest, EventKind};
+    use crate::store::RefusingStore;
 
     fn created(id: CallId) -> NewEvent {
         NewEvent::now(
@@ -329,17 +275,14 @@ mod tests {
     /// once the store takes writes the held events are published in order and health returns.
     #[tokio::test(start_paused = true)]
     async fn failed_appends_are_retried_on_the_back_off_and_never_dropped() {
-        let store = Arc::new(RefusingStore {
-            inner: MemoryStore::new(),
-            fail: AtomicU32::new(7),
-            attempts: AtomicU32::new(0),
-        });
+        let store = Arc::new(RefusingStore::new());
+        store.refuse_next(7);
         let (bus, _writer) = EventBus::start(store.clone());
         let mut live = bus.subscribe(None, None);
         let (a, b) = (CallId::generate(), CallId::generate());
         bus.emit(created(a));
         let start = tokio::time::Instant::now();
-        let attempts = || store.attempts.load(Ordering::SeqCst);
+        let attempts = || store.attempts();
 
         // Attempt n+1 comes after the n-th delay, not before.
         let mut elapsed = Duration::ZERO;

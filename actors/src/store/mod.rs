@@ -13,8 +13,10 @@ use futures_util::future::BoxFuture;
 use crate::data::{CallEvent, CallFilter, CallId, CallRecord, NewEvent, TranscriptTurn};
 
 mod memory;
+mod refusing;
 mod sqlite;
 pub use memory::MemoryStore;
+pub use refusing::RefusingStore;
 pub(crate) use sqlite::fmt_time;
 pub use sqlite::{DB_FILE, SqliteStore};
 
