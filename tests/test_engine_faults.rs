@@ -27,6 +27,15 @@ async fn post_call(
         .unwrap()
 }
 
+/// A 503 `unhealthy` in the documented error shape, saying why.
+async fn assert_unhealthy(resp: reqwest::Response, why: &str) {
+    assert_eq!(resp.status(), 503);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unhealthy", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(why), "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_event_writer_refuses_new_calls_everywhere_with_the_documented_error() {
     let s = builtin("restaurant");
@@ -51,17 +60,7 @@ async fn a_dead_event_writer_refuses_new_calls_everywhere_with_the_documented_er
     );
 
     // REST: 503 with the error shape.
-    let resp = post_call(&stack, &s).await;
-    assert_eq!(resp.status(), 503);
-    let body: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "unhealthy", "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("event log writer has stopped"),
-        "{body}"
-    );
+    assert_unhealthy(post_call(&stack, &s).await, "event log writer has stopped").await;
 
     // MCP: a tool error the assistant can read.
     let (srv, cli) = tokio::io::duplex(64 * 1024);
@@ -90,9 +89,7 @@ async fn a_dead_event_writer_refuses_new_calls_everywhere_with_the_documented_er
     let health = reqwest::get(format!("http://{}/healthz", stack.http_addr))
         .await
         .unwrap();
-    assert_eq!(health.status(), 503);
-    let body: serde_json::Value = health.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "unhealthy", "{body}");
+    assert_unhealthy(health, "event log writer has stopped").await;
 
     // Nothing was dialed.
     assert!(stack.sim().state().twilio.calls().is_empty());
@@ -190,16 +187,7 @@ async fn a_store_that_refuses_writes_holds_no_request_and_loses_no_event() {
     let health = reqwest::get(format!("http://{}/healthz", stack.http_addr))
         .await
         .unwrap();
-    assert_eq!(health.status(), 503);
-    let body: serde_json::Value = health.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "unhealthy", "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("disk full"),
-        "{body}"
-    );
+    assert_unhealthy(health, "disk full").await;
     let err = stack.engine.place_call(request_for(&s)).await.unwrap_err();
     assert!(matches!(err, EngineError::EventLogFailing(_)), "{err:?}");
     assert_eq!(post_call(&stack, &s).await.status(), 503);

@@ -18,6 +18,17 @@ use super::tools::DEFAULT_LIST_LIMIT;
 use super::types::*;
 
 impl TelephonyServer {
+    /// The calls `calls://recent` lists, newest first.
+    async fn recent_calls(&self) -> Result<Vec<CallRecord>, ErrorData> {
+        self.engine
+            .list(CallFilter {
+                limit: Some(DEFAULT_LIST_LIMIT),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ErrorData::internal_error(e.to_string(), None))
+    }
+
     /// Feeds this session's legacy subscriptions, list-changed notices and (once the client
     /// set a level) call progress as log messages from the engine's event stream, until the
     /// peer goes away. Started once per session.
@@ -57,14 +68,7 @@ impl TelephonyServer {
                 .with_description("The 20 most recent calls as JSON, newest first")
                 .with_mime_type("application/json"),
         ];
-        let recent = self
-            .engine
-            .list(CallFilter {
-                limit: Some(DEFAULT_LIST_LIMIT),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        let recent = self.recent_calls().await?;
         for r in recent {
             resources.push(
                 Resource::new(format!("call://{}", r.id), format!("call-{}", r.id))
@@ -106,14 +110,7 @@ impl TelephonyServer {
         let uri = request.uri.as_str();
         let not_found = |why: String| ErrorData::resource_not_found(why, None);
         let text = if uri == "calls://recent" {
-            let calls = self
-                .engine
-                .list(CallFilter {
-                    limit: Some(DEFAULT_LIST_LIMIT),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+            let calls = self.recent_calls().await?;
             let view: Vec<CallStatus> = calls.iter().map(CallStatus::from).collect();
             ResourceContents::text(serde_json::to_string_pretty(&view).unwrap_or_default(), uri)
                 .with_mime_type("application/json")

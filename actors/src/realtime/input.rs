@@ -48,27 +48,20 @@ enum State {
 impl ModelInput {
     /// Callee audio: written and flushed at once, held while connecting, dropped once closed.
     pub async fn audio(&self, payload: Payload) {
-        let mut g = self.0.lock().await;
-        let Input {
-            state,
-            appender,
-            held,
-        } = &mut *g;
-        match state {
+        let mut guard = self.0.lock().await;
+        let g = &mut *guard;
+        match &mut g.state {
             State::Open(sink) => {
-                if sink
-                    .send(text(appender.append(payload.as_bytes())))
-                    .await
-                    .is_err()
-                {
-                    *state = State::Closed;
+                let event = text(g.appender.append(payload.as_bytes()));
+                if sink.send(event).await.is_err() {
+                    g.state = State::Closed;
                 }
             }
             State::Connecting => {
-                if held.len() == HELD_AT_MOST {
-                    held.pop_front();
+                if g.held.len() == HELD_AT_MOST {
+                    g.held.pop_front();
                 }
-                held.push_back(payload);
+                g.held.push_back(payload);
             }
             State::Closed => {}
         }

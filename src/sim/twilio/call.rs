@@ -37,30 +37,11 @@ pub(super) async fn run_call(
         .unwrap_or_default();
 
     tokio::time::sleep(Duration::from_millis(5)).await;
-    call.set_status("initiated");
-    callback(
-        &st,
-        &call,
-        &req,
-        &faults,
-        &mut cbs,
-        "initiated",
-        "initiated",
-        &[],
-    )
-    .await;
-    call.set_status("ringing");
-    callback(
-        &st,
-        &call,
-        &req,
-        &faults,
-        &mut cbs,
-        "ringing",
-        "ringing",
-        &[],
-    )
-    .await;
+    // The progress events before an answer: each is the call's status, as Twilio names it.
+    for status in ["initiated", "ringing"] {
+        call.set_status(status);
+        callback(&st, &call, &req, &faults, &mut cbs, status, status, &[]).await;
+    }
 
     let ring = st.config.scaled(answer.ring_ms);
     let timeout = Duration::from_secs(req.timeout);
