@@ -230,3 +230,33 @@ async fn a_store_that_refuses_writes_holds_no_request_and_loses_no_event() {
     assert_no_violations(&stack);
     stack.stop().await;
 }
+
+/// The model endpoint takes 2 s to accept the socket while the callee's stream is already up:
+/// the callee audio of those 2 s is held and reaches the model once it is connected, not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callee_audio_sent_while_the_model_connects_reaches_it() {
+    let mut s = builtin("restaurant");
+    s.answer.ring_ms = 0;
+    let stack = stack_with(vec![s.clone()], |sim, _| {
+        sim.handshake_delay = std::time::Duration::from_secs(2)
+    })
+    .await;
+    let id = stack.engine.place_call(request_for(&s)).await.unwrap();
+    let rec = finished(&stack, id, std::time::Duration::from_secs(60)).await;
+    assert_eq!(
+        rec.detail,
+        switchboard_actors::CallDetail::AgentEnded,
+        "{rec:?}"
+    );
+    let sim = stack.sim().state().clone();
+    let sent = sim.twilio.calls().remove(0).media_sent * 160;
+    let appended = sim.realtime.sessions().remove(0).appended_bytes;
+    // 2 s of frames at the sim's 4x pace is 400 frames (64 000 bytes); what may be missing is
+    // only what was in flight when the call ended.
+    assert!(
+        sent > 64_000 && appended + 8_000 >= sent,
+        "the callee sent {sent} bytes of audio, the model got {appended}"
+    );
+    assert_no_violations(&stack);
+    stack.stop().await;
+}

@@ -423,6 +423,7 @@ pub(super) async fn run_stream(
                     expect_close(st, &sid, &stream_sid, &mut tx, &mut rx).await;
                     break StreamEnd::ServerClosed;
                 }
+                call.with(|c| c.media_sent += 1);
                 let mut hang = false;
                 for a in actions.drain(..) {
                     match a {

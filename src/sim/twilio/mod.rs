@@ -106,6 +106,9 @@ pub struct CallSummary {
     /// Agent lines cut short by a `clear`.
     pub agent_cut: Vec<String>,
     pub marks_echoed: u64,
+    /// Callee `media` frames sent on the call's streams (20 ms each, silence included).
+    #[serde(default)]
+    pub media_sent: u64,
     pub clears: u64,
     /// Agent audio bytes dropped by `clear` before they were played.
     pub cleared_bytes: u64,
