@@ -16,8 +16,6 @@ use base64::Engine as _;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::media::media_json;
 use crate::sim::SimState;
@@ -174,13 +172,7 @@ async fn stream(
             _ = tokio::time::sleep_until(give_up) => break,
         }
     }
-    let stop = json!({"event": "stop", "sequenceNumber": seq.to_string(), "stop": {"accountSid": st.config.account_sid, "callSid": call_sid}, "streamSid": stream_sid});
-    let _ = tx.send(Message::text(stop.to_string())).await;
-    let _ = tx
-        .send(Message::Close(Some(CloseFrame {
-            code: CloseCode::Normal,
-            reason: "".into(),
-        })))
+    super::media::stop_and_close(&mut tx, seq, &st.config.account_sid, &call_sid, &stream_sid)
         .await;
     let _ = crate::sim::clock::within(DRAIN, async {
         while let Some(Ok(m)) = rx.next().await {

@@ -221,6 +221,26 @@ struct Buffered {
     got_audio: bool,
 }
 
+/// Twilio's `stop`, then its close frame: how a stream ends from the carrier's side.
+pub(super) async fn stop_and_close<S>(
+    tx: &mut S,
+    seq: u64,
+    account: &str,
+    call_sid: &str,
+    stream_sid: &str,
+) where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    let stop = json!({"event": "stop", "sequenceNumber": seq.to_string(), "stop": {"accountSid": account, "callSid": call_sid}, "streamSid": stream_sid});
+    let _ = tx.send(Message::text(stop.to_string())).await;
+    let _ = tx
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        })))
+        .await;
+}
+
 pub(super) fn media_json(seq: u64, chunk: u64, ts: u64, payload: &str, sid: &str) -> String {
     format!(
         r#"{{"event":"media","sequenceNumber":"{seq}","media":{{"track":"inbound","chunk":"{chunk}","timestamp":"{ts}","payload":"{payload}"}},"streamSid":"{sid}"}}"#
@@ -453,14 +473,7 @@ pub(super) async fn run_stream(
     };
     callee.lines_heard = heard.count;
     if !matches!(end, StreamEnd::ServerClosed) {
-        let stop = json!({"event": "stop", "sequenceNumber": seq.to_string(), "stop": {"accountSid": account, "callSid": sid}, "streamSid": stream_sid});
-        let _ = tx.send(Message::text(stop.to_string())).await;
-        let _ = tx
-            .send(Message::Close(Some(CloseFrame {
-                code: CloseCode::Normal,
-                reason: "".into(),
-            })))
-            .await;
+        stop_and_close(&mut tx, seq, &account, &sid, &stream_sid).await;
         // Messages already in flight when `stop` left are unavoidable; an engine still sending
         // half a second later has ignored `stop`. Read until the engine's reply close frame to
         // catch that; a socket that ends without one, or no reply in time, is a drop.
